@@ -1,0 +1,46 @@
+/*
+ * schizo/migrate component: registration and query.
+ *
+ * mpirun selects schizo before orte_init, when its process type is not known yet, so the query
+ * always returns the module; the module activates only in mpirun and the orteds (see
+ * schizo_migrate_module.c).
+ */
+#include "orte_config.h"
+
+#include "opal/mca/base/mca_base_var.h"
+#include "opal/util/output.h"
+#include "orte/util/proc_info.h"
+
+#include "schizo_migrate.h"
+
+struct mca_schizo_migrate_params_t mca_schizo_migrate_params = { .verbose = 0 };
+int mca_schizo_migrate_output = -1;
+
+static int schizo_migrate_register(void)
+{
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "verbose",
+        "Verbosity of the migration side-car in mpirun and the orteds (0: errors only, "
+        "10: phases, 50: protocol messages)", MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
+        OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.verbose);
+    return ORTE_SUCCESS;
+}
+
+static int schizo_migrate_query(mca_base_module_t **module, int *priority)
+{
+    *priority = 0;
+    *module = (mca_base_module_t *) &mca_schizo_migrate_module;
+    return ORTE_SUCCESS;
+}
+
+orte_schizo_base_component_t mca_schizo_migrate_component = {
+    .base_version = {
+        MCA_SCHIZO_BASE_VERSION_1_0_0,
+        .mca_component_name = "migrate",
+        MCA_BASE_MAKE_VERSION(component, 0, 1, 0),
+        .mca_query_component = schizo_migrate_query,
+        .mca_register_component_params = schizo_migrate_register,
+    },
+    .base_data = {
+        MCA_BASE_METADATA_PARAM_CHECKPOINT
+    },
+};

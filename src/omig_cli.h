@@ -1,0 +1,9 @@
+/* The subcommands of ompi-migrate: one file each (cmd_<name>.c). */
+#ifndef OMIG_CLI_H
+#define OMIG_CLI_H
+
+int omig_cmd_check(int argc, char **argv);
+int omig_cmd_image(int argc, char **argv);
+int omig_cmd_mpirun_args(int argc, char **argv);
+
+#endif

@@ -1,0 +1,34 @@
+# Sourced by the test scripts: paths and helpers shared by all tests.
+set -u
+OMIG_SRCDIR=${OMIG_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+OMIG_BUILDDIR=${OMIG_BUILDDIR:-$OMIG_SRCDIR}
+OMIG_COMPONENT_DIR=${OMIG_COMPONENT_DIR:-$OMIG_BUILDDIR/test/components}
+OMIG_OMPI_COMPONENT_DIR=${OMIG_OMPI_COMPONENT_DIR:-$(ompi_info --parsable --path pkglibdir | sed 's/^path:pkglibdir://')}
+CLUSTER=$OMIG_SRCDIR/test/cluster/cluster.sh
+MPI_BIN=$OMIG_BUILDDIR/test/mpi
+
+pass() { echo "ok - $*"; }
+fail() { echo "not ok - $*"; exit 1; }
+skip() { echo "skip - $*"; exit 77; }
+
+[ "$(id -u)" = 0 ] || skip "needs root (namespaces, CRIU)"
+
+# Bring the cluster up for this test; take it down at exit only if we brought it up.
+cluster_up() {
+    if "$CLUSTER" status >/dev/null 2>&1; then
+        OMIG_CLUSTER_OWNED=0
+    else
+        "$CLUSTER" up "${1:-3}" >/dev/null || fail "cannot start the test cluster"
+        OMIG_CLUSTER_OWNED=1
+    fi
+    trap cluster_cleanup EXIT
+}
+cluster_cleanup() {
+    [ "${OMIG_CLUSTER_OWNED:-0}" = 1 ] && "$CLUSTER" down >/dev/null 2>&1
+    return 0
+}
+
+# mpirun on the test cluster with our components on the component path.
+omig_mpirun() {
+    "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" "$@"
+}
