@@ -6,7 +6,7 @@ AC_DEFUN([OMIG_CHECK_CRIU], [
         [CRIU=$withval], [CRIU=])
     AS_IF([test -z "$CRIU"], [
         CRIU=`cd "$srcdir" && pwd`/_deps/criu/sbin/criu
-        test -x "$CRIU" || AC_PATH_PROG([CRIU], [criu], [no])
+        AS_IF([test -x "$CRIU"], [], [CRIU=; AC_PATH_PROG([CRIU], [criu], [no])])
     ])
     AS_IF([test "x$CRIU" = xno || test ! -x "$CRIU"],
         [AC_MSG_ERROR([CRIU not found. Fix: run scripts/setup-criu.sh (installs CRIU >= 4.2 into _deps/criu) or pass --with-criu=PATH])])

@@ -13,7 +13,7 @@
 
 #include "schizo_migrate.h"
 
-struct mca_schizo_migrate_params_t mca_schizo_migrate_params = { .verbose = 0 };
+struct mca_schizo_migrate_params_t mca_schizo_migrate_params = { .verbose = 0, .timeout = 30 };
 int mca_schizo_migrate_output = -1;
 
 static int schizo_migrate_register(void)
@@ -22,6 +22,13 @@ static int schizo_migrate_register(void)
         "Verbosity of the migration side-car in mpirun and the orteds (0: errors only, "
         "10: phases, 50: protocol messages)", MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
         OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.verbose);
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "timeout",
+        "Seconds mpirun waits for every rank to answer a control request (quiesce, resume) "
+        "before it reports the silent ranks and undoes a quiesce", MCA_BASE_VAR_TYPE_INT, NULL,
+        0, 0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.timeout);
+    if (mca_schizo_migrate_params.timeout < 1) {
+        mca_schizo_migrate_params.timeout = 1;
+    }
     return ORTE_SUCCESS;
 }
 

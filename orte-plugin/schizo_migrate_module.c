@@ -1,13 +1,15 @@
 /*
  * schizo/migrate module. The side-car observes, it does not change how jobs are parsed or
  * launched. schizo modules get no init call in 4.1.4, so it activates on the first hook that
- * runs after orte_init in each daemon: parse_env in mpirun (job submission), setup_fork in an
- * orted (first local launch).
+ * runs after orte_init in each daemon: parse_env in mpirun (job submission: the job's control
+ * socket), setup_fork in an orted, or in mpirun when it launches ranks on its own node (the
+ * node's control socket). setup_child tells each rank where its node's socket is.
  */
 #include "orte_config.h"
 
 #include <unistd.h>
 
+#include "opal/util/opal_environ.h"
 #include "opal/util/output.h"
 #include "orte/util/proc_info.h"
 
@@ -21,10 +23,9 @@ static void schizo_migrate_activate(void)
         return;
     }
     active = true;
-    if (mca_schizo_migrate_params.verbose > 0) {
-        mca_schizo_migrate_output = opal_output_open(NULL);
-        opal_output_set_verbosity(mca_schizo_migrate_output, mca_schizo_migrate_params.verbose);
-    }
+    /* Always open: level 0 (errors) prints even without schizo_migrate_verbose. */
+    mca_schizo_migrate_output = opal_output_open(NULL);
+    opal_output_set_verbosity(mca_schizo_migrate_output, mca_schizo_migrate_params.verbose);
     SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: side-car loaded in %s on %s (pid %d)",
                            ORTE_PROC_IS_HNP ? "mpirun" : "orted",
                            orte_process_info.nodename, (int) getpid());
@@ -35,18 +36,40 @@ static int schizo_migrate_parse_env(char *path, opal_cmd_line_t *cmd_line, char 
 {
     (void) path; (void) cmd_line; (void) srcenv; (void) dstenv;
     schizo_migrate_activate();
+    if (ORTE_PROC_IS_HNP) {
+        (void) schizo_migrate_hnp_start();
+    }
     return ORTE_ERR_TAKE_NEXT_OPTION;
 }
 
+/* Runs in ORTE's event thread before the node's ranks are forked. */
 static int schizo_migrate_setup_fork(orte_job_t *jdata, orte_app_context_t *app)
 {
     (void) jdata; (void) app;
     schizo_migrate_activate();
+    if (active) {
+        (void) schizo_migrate_orted_start();
+    }
+    return ORTE_ERR_TAKE_NEXT_OPTION;
+}
+
+/* May run in an odls spawn thread (many local ranks): only reads the path set above. */
+static int schizo_migrate_setup_child(orte_job_t *jdata, orte_proc_t *child,
+                                      orte_app_context_t *app, char ***env)
+{
+    const char *path = schizo_migrate_orted_path();
+
+    (void) jdata; (void) child; (void) app;
+    if (NULL != path) {
+        (void) opal_setenv(SCHIZO_MIGRATE_CTL_ENV, path, true, env);
+    }
     return ORTE_ERR_TAKE_NEXT_OPTION;
 }
 
 static void schizo_migrate_finalize(void)
 {
+    schizo_migrate_orted_stop();
+    schizo_migrate_hnp_stop();
     if (mca_schizo_migrate_output >= 0) {
         opal_output_close(mca_schizo_migrate_output);
         mca_schizo_migrate_output = -1;
@@ -57,5 +80,6 @@ static void schizo_migrate_finalize(void)
 orte_schizo_base_module_t mca_schizo_migrate_module = {
     .parse_env = schizo_migrate_parse_env,
     .setup_fork = schizo_migrate_setup_fork,
+    .setup_child = schizo_migrate_setup_child,
     .finalize = schizo_migrate_finalize,
 };

@@ -10,6 +10,7 @@
 #        4. fallback: sid's binary .debs unpacked into _deps/criu, run through their own loader.
 # The system's apt sources are never changed: sid is read through a private apt configuration.
 # Prints the path of the working criu on stdout; everything else goes to stderr.
+# OMIG_CRIU_METHOD=source|debs forces one install method (to test each); default: both in order.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -24,8 +25,9 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg'
 # Headers and tools `make criu lib` needs, all from bookworm.
 BUILD_DEPS=(gcc make pkg-config libc6-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+            libprotobuf-dev
             python3 libcap-dev libnl-3-dev libnet1-dev libnftables-dev libbsd-dev libgnutls28-dev
-            uuid-dev libaio-dev dpkg-dev xz-utils)
+            uuid-dev dpkg-dev xz-utils)
 # What the checks themselves need (ip netns, the tiny TCP program).
 CHECK_DEPS=(iproute2 gcc libc6-dev)
 
@@ -76,9 +78,7 @@ int main(int argc, char **argv)
         (s = accept(l, NULL, NULL)) < 0)
         return 1;
     close(l);
-    if (fork() > 0)
-        return 0;                                   /* detach: the child is the dumped task */
-    setsid();
+    setsid();              /* a session leader: no --shell-job needed */
     FILE *p = fopen(argv[1], "w");
     fprintf(p, "%d\n", getpid());
     fclose(p);
@@ -98,8 +98,8 @@ EOF
 
 # Wait until the counter in FILE exceeds $2 (progress), up to ~5 s.
 wait_progress() {
-    local i n
-    for i in $(seq 50); do
+    local _ n
+    for _ in $(seq 50); do
         n=$(cat "$1" 2>/dev/null || echo 0)
         [ "${n:-0}" -gt "$2" ] 2>/dev/null && { echo "$n"; return 0; }
         sleep 0.1
@@ -112,24 +112,30 @@ tcp_check() {
     local criu=$1 ns=omig-criu-check-$$ tmp pid n rc=0
     tmp=$(mktemp -d /tmp/omig-criu-check.XXXXXX)
     write_tcp_prog "$tmp" || { say "cannot compile the TCP test program"; return 1; }
-    ip netns add "$ns" && ip -n "$ns" link set lo up || { say "ip netns add failed"; return 1; }
+    if ! { ip netns add "$ns" && ip -n "$ns" link set lo up; }; then
+        ip netns del "$ns" 2>/dev/null
+        say "cannot create a network namespace for the check (ip netns add $ns)"
+        return 1
+    fi
     mkdir -m 0700 "$tmp/img"
     (
         set -e
-        nsenter --net=/run/netns/"$ns" -- "$tmp/tcpping" "$tmp/pid" "$tmp/count" </dev/null >/dev/null 2>&1
-        pid=$(cat "$tmp/pid")
+        # Started as our child, not daemonized: the sandbox's init reaps orphans slowly and a
+        # zombie keeping the PID would make the restore fail ("File exists"); we reap it.
+        nsenter --net=/run/netns/"$ns" -- "$tmp/tcpping" "$tmp/pid" "$tmp/count" </dev/null >/dev/null 2>&1 &
+        pid=$!
         n=$(wait_progress "$tmp/count" 2) || { echo "test program made no progress" > "$tmp/why"; exit 1; }
         nsenter --net=/run/netns/"$ns" -- "$criu" dump -t "$pid" -D "$tmp/img" -o dump.log -v4 \
             --tcp-established --network-lock nftables \
             || { echo "dump failed: $(grep -E 'Error|error' "$tmp/img/dump.log" | tail -1)" > "$tmp/why"; exit 1; }
-        ! kill -0 "$pid" 2>/dev/null || { echo "task still alive after dump" > "$tmp/why"; exit 1; }
+        { wait "$pid"; } 2>/dev/null || true   # reap the task CRIU killed after the dump
         n=$(cat "$tmp/count")
         nsenter --net=/run/netns/"$ns" -- "$criu" restore -D "$tmp/img" -o restore.log -v4 -d \
             --tcp-established --network-lock nftables --pidfile "$tmp/rpid" \
             || { echo "restore failed: $(grep -E 'Error|error' "$tmp/img/restore.log" | tail -1)" > "$tmp/why"; exit 1; }
         wait_progress "$tmp/count" "$((n + 3))" >/dev/null \
             || { echo "restored task does not exchange data over its TCP connection" > "$tmp/why"; exit 1; }
-    ) || rc=1
+    ) 2>>"$tmp/stderr" || rc=1   # (bash reports the killed job on stderr)
     [ $rc = 0 ] || say "TCP dump/restore check failed: $(cat "$tmp/why" 2>/dev/null) (logs: $tmp/img)"
     # Kill whatever runs in the namespace (the original or the restored task), then remove it.
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
@@ -150,15 +156,17 @@ verify() {
     stamp_text "$criu" > "$stampfile"
 }
 
+apt_source() { (cd "$SRCDIR" && private_apt sid "$SID_SOURCES" -q source criu) >>"$SRCDIR/apt.log" 2>&1; }
+
 # Download and unpack sid's criu source package (private apt configuration, bookworm keyring).
 fetch_source() {
     local dir
     rm -rf "$SRCDIR" && mkdir -p "$SRCDIR"
     apt_install dpkg-dev xz-utils
-    (cd "$SRCDIR" && private_apt sid "$SID_SOURCES" -qq source criu >&2) || {
+    if ! apt_source && ! ls "$SRCDIR"/criu_*.dsc >/dev/null 2>&1; then
         rm -f "$OMIG_DEPS/apt/sid/state/lists/.updated"     # sid moved since the last update
-        (cd "$SRCDIR" && private_apt sid "$SID_SOURCES" -qq source criu >&2)
-    } || say "apt-get source criu (sid) failed"
+        apt_source || say "apt-get source criu (sid) failed: $(grep -m1 '^E:' "$SRCDIR/apt.log")"
+    fi
     dir=$(find "$SRCDIR" -maxdepth 1 -mindepth 1 -type d -name 'criu-*' | head -1)
     [ -n "$dir" ] || dir=$(unpack_orig) || return 1
     echo "$dir"
@@ -175,7 +183,8 @@ unpack_orig() {
     sum=$(sha256sum "$orig" | cut -d' ' -f1)
     grep -q "^ $sum $(stat -c %s "$orig") $(basename "$orig")\$" "$dsc" \
         || { say "$(basename "$orig") does not match $(basename "$dsc")"; return 1; }
-    say "Debian packaging of criu not downloadable; building the verified upstream $(basename "$orig")"
+    say "Debian packaging of criu not downloadable ($(grep -m1 -o '[^/]*debian.tar[^ ]*  *404.*' "$SRCDIR/apt.log" || echo 'see apt.log'));"
+    say "building the upstream $(basename "$orig") instead (its hash checked against the .dsc apt verified)"
     mkdir -p "$SRCDIR/upstream" && tar -xf "$orig" -C "$SRCDIR/upstream" || return 1
     find "$SRCDIR/upstream" -maxdepth 1 -mindepth 1 -type d -name 'criu-*' | head -1
 }
@@ -223,11 +232,12 @@ main() {
     fi
     [ -x "$PREFIX/sbin/criu" ] && verify "$PREFIX/sbin/criu" "$STAMP" && { echo "$PREFIX/sbin/criu"; return 0; }
 
-    if build_source && verify "$PREFIX/sbin/criu" "$STAMP"; then
+    local method=${OMIG_CRIU_METHOD:-auto}
+    if [ "$method" != debs ] && build_source && verify "$PREFIX/sbin/criu" "$STAMP"; then
         echo "$PREFIX/sbin/criu"; return 0
     fi
-    say "source build did not give a working criu; falling back to sid's binary packages"
-    if install_binary_debs && verify "$PREFIX/sbin/criu" "$STAMP"; then
+    [ "$method" = debs ] || say "source build did not give a working criu; falling back to sid's binary packages"
+    if [ "$method" != source ] && install_binary_debs && verify "$PREFIX/sbin/criu" "$STAMP"; then
         echo "$PREFIX/sbin/criu"; return 0
     fi
     die "no working CRIU >= $MIN_VERSION. Causes are printed above (build log: $SRCDIR/build.log).

@@ -19,6 +19,9 @@ static const struct subcommand subcommands[] = {
     { "check", omig_cmd_check, "probe whether this node can checkpoint and migrate ranks" },
     { "mpirun-args", omig_cmd_mpirun_args, "print the mpirun arguments that load the plugin" },
     { "image", omig_cmd_image, "send or receive a checkpoint image directory (internal)" },
+    { "status", omig_cmd_status, "list the ranks of a running job: node, pid, state" },
+    { "quiesce", omig_cmd_quiesce, "stop a job's ranks at a consistent cut (channels empty)" },
+    { "resume", omig_cmd_resume, "let a quiesced job go on" },
 };
 
 static int usage(FILE *out)

@@ -32,3 +32,21 @@ cluster_cleanup() {
 omig_mpirun() {
     "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" "$@"
 }
+
+OMPI_MIGRATE=$OMIG_BUILDDIR/src/ompi-migrate
+
+# Wait until every rank of the job with mpirun pid $1 said HELLO ($2 ranks), or fail.
+wait_job_ready() {
+    local pid=$1 n=$2 i
+    for i in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || fail "job $pid ended before it was ready"
+        if "$OMPI_MIGRATE" status --job "$pid" 2>/dev/null | grep -q "connected=$n\b"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "job $pid: not all $n ranks reached the side-car in 30 s"
+}
+
+# Random integer in [0, $1).
+rnd() { echo $(( RANDOM % $1 )); }

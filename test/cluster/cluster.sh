@@ -19,7 +19,7 @@ PREFIX=24
 SUBNET=$NET.0/$PREFIX
 SLOTS=2
 MAX_NODES=32
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 AGENT=$HERE/rsh-agent
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
@@ -46,10 +46,13 @@ need_tool() {
 need_root() {
     [ "$(id -u)" = 0 ] || die "must run as root (network/UTS/mount namespaces)"
 }
-check_tools() {
+check_basic() {
     need_root
     need_tool ip iproute2
     need_tool nsenter util-linux
+}
+check_tools() {
+    check_basic
     need_tool unshare util-linux
     need_tool mount mount
     need_tool umount mount
@@ -100,31 +103,36 @@ netns_exists() { [ -e "/run/netns/$1" ] && ip netns list | grep -q "^$1\( \|$\)"
 ns_inode() { stat -L -c %i "$1" 2>/dev/null; }
 is_nsfs() { [ "$(stat -f -L -c %T "$1" 2>/dev/null)" = nsfs ]; }
 
-# Pids of processes whose TYPE (net/uts/mnt) namespace is the one behind FILE.
-pids_in_ns() {
-    local type=$1 file=$2 ino p l
-    ino=$(ns_inode "$file") || return 0
-    [ -n "$ino" ] || return 0
-    for p in /proc/[0-9]*; do
-        l=$(readlink "$p/ns/$type" 2>/dev/null) || continue
-        [ "$l" = "$type:[$ino]" ] && echo "${p#/proc/}"
+# "PID TYPE:[INODE]" for the net, uts and mnt namespace of every process (one pass over /proc).
+ns_table() {
+    find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/*' \
+        \( -name net -o -name uts -o -name mnt \) -printf '%h %l\n' 2>/dev/null |
+        sed 's|^/proc/\([0-9]*\)/ns |\1 |'
+}
+# ns_links FILE...: "type:[inode]" of each existing namespace file.
+ns_links() {
+    local f ino
+    for f in "$@"; do
+        is_nsfs "$f" || continue
+        ino=$(ns_inode "$f") || continue
+        case $f in
+            /run/netns/*) echo "net:[$ino]" ;;
+            *.uts) echo "uts:[$ino]" ;;
+            *.mnt) echo "mnt:[$ino]" ;;
+        esac
     done
-    return 0
 }
-# Pids in node i's net, uts or mount namespace (never ourselves).
-node_pids() {
-    local i=$1
-    {
-        is_nsfs "/run/netns/$(netns_of "$i")" && pids_in_ns net "/run/netns/$(netns_of "$i")"
-        is_nsfs "$(uts_of "$i")" && pids_in_ns uts "$(uts_of "$i")"
-        is_nsfs "$(mnt_of "$i")" && pids_in_ns mnt "$(mnt_of "$i")"
-        true
-    } | sort -nu | grep -vx -e "$$" -e "${BASHPID:-$$}" || true
+# pids_in FILE...: pids of processes in any of the namespaces behind FILEs (never ourselves).
+pids_in() {
+    local links
+    links=$(ns_links "$@" | tr '\n' ' ')
+    [ -n "$links" ] || return 0
+    ns_table | awk -v links="$links" -v self="$$" -v me="${BASHPID:-$$}" '
+        BEGIN { n = split(links, l, " "); for (i = 1; i <= n; i++) want[l[i]] = 1 }
+        ($2 in want) && $1 != self && $1 != me { print $1 }' | sort -nu
 }
-head_pids() {
-    { is_nsfs "/run/netns/$HEAD" && pids_in_ns net "/run/netns/$HEAD"; true; } |
-        grep -vx -e "$$" -e "${BASHPID:-$$}" || true
-}
+node_pids() { pids_in "/run/netns/$(netns_of "$1")" "$(uts_of "$1")" "$(mnt_of "$1")"; }
+head_pids() { pids_in "/run/netns/$HEAD"; }
 
 # kill_pids WHAT PIDS...: SIGKILL, then wait (max ~5 s) until they are gone or zombies.
 kill_pids() {
@@ -143,12 +151,30 @@ kill_pids() {
 }
 
 # ---------------------------------------------------------------- up
+# Mount points at or below DIR, most recent first.
+mounts_under() {
+    awk -v d="$1" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | tac
+}
+# Unmount everything at or below DIR (lazily if busy).
+umount_under() {
+    local dir=$1 m t
+    for t in 1 2 3 4 5; do
+        [ -n "$(mounts_under "$dir")" ] || return 0
+        for m in $(mounts_under "$dir"); do
+            umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+        done
+    done
+    [ -z "$(mounts_under "$dir")" ] || { say "warning: cannot unmount: $(mounts_under "$dir")"; return 1; }
+}
+
 setup_rundir() {
     mkdir -p "$RUN"
     if ! mountpoint -q "$RUN"; then
+        umount_under "$RUN" || die "stale mounts below $RUN (run: cluster.sh down)"
         mount --bind "$RUN" "$RUN" || die "cannot bind-mount $RUN onto itself"
     fi
     mount --make-private "$RUN" || die "cannot make $RUN a private mount"
+    readlink /proc/self/ns/mnt > "$RUN/mntns"
 }
 
 setup_head() {
@@ -184,9 +210,9 @@ setup_node_ns() {
     local i=$1 uts mnt
     uts=$(uts_of "$i"); mnt=$(mnt_of "$i")
     is_nsfs "$uts" && is_nsfs "$mnt" && return 0
-    umount "$uts" 2>/dev/null || true; umount "$mnt" 2>/dev/null || true
-    rm -f "$uts" "$mnt"
-    touch "$uts" "$mnt"
+    umount_under "$uts" || true; umount_under "$mnt" || true
+    rm -f "$uts" "$mnt" && touch "$uts" "$mnt" ||
+        die "cannot recreate $uts and $mnt (stale mounts? run: cluster.sh down)"
     unshare --uts="$uts" --mount="$mnt" --propagation slave -- /bin/sh -ec '
         echo "$1" > /proc/sys/kernel/hostname
         mount -t tmpfs -o mode=1777,nosuid,nodev omig-tmp /tmp
@@ -232,7 +258,7 @@ cmd_up() {
         [ "$i" -le "$n" ] || { say "removing node$i (cluster size is now $n)"; remove_node "$i"; }
     done
     write_hostfile "$n"
-    say "up: $n nodes (node1..node$n, $(ip_of 1)..$(ip_of "$n")), head $HEAD_IP, state in $RUN"
+    echo "cluster up: $n nodes (node1..node$n, $(ip_of 1)..$(ip_of "$n")), head $HEAD_IP, state in $RUN"
 }
 
 # ---------------------------------------------------------------- down
@@ -240,10 +266,8 @@ remove_node() {
     local i=$1 f
     kill_pids "node$i" $(node_pids "$i")
     for f in "$(uts_of "$i")" "$(mnt_of "$i")"; do
-        while mountpoint -q "$f" 2>/dev/null || is_nsfs "$f"; do
-            umount "$f" 2>/dev/null || umount -l "$f" || { say "warning: cannot unmount $f"; break; }
-        done
-        rm -f "$f"
+        umount_under "$f" || true
+        rm -f "$f" || say "warning: cannot remove $f"
     done
     ip -n "$HEAD" link del "omig-v$i" >/dev/null 2>&1 || true
     if [ -e "/run/netns/$(netns_of "$i")" ]; then
@@ -252,7 +276,7 @@ remove_node() {
 }
 
 cmd_down() {
-    local i
+    local i leftover
     check_tools
     with_lock
     for i in $(existing_nodes); do remove_node "$i"; done
@@ -260,13 +284,12 @@ cmd_down() {
     if [ -e "/run/netns/$HEAD" ]; then
         ip netns del "$HEAD" || say "warning: cannot delete netns $HEAD"
     fi
-    if [ -d "$RUN" ]; then
-        while mountpoint -q "$RUN"; do
-            umount "$RUN" 2>/dev/null || umount -l "$RUN" || { say "warning: cannot unmount $RUN"; break; }
-        done
-        rm -rf "$RUN"
-    fi
-    say "down: cluster removed"
+    umount_under "$RUN" || true
+    rm -rf "$RUN" 2>/dev/null || true
+    leftover=$(ip netns list 2>/dev/null | grep -E "^($HEAD|omig-node[0-9]+)( |\$)" | tr '\n' ' ')
+    [ ! -e "$RUN" ] || leftover="$leftover $RUN"
+    [ -z "$leftover" ] || die "down: could not remove: $leftover"
+    echo "cluster down: removed"
 }
 
 # ---------------------------------------------------------------- queries
@@ -285,7 +308,7 @@ cluster_ok() {
 
 cmd_status() {
     local n i pids p state rc=0
-    need_root
+    check_basic
     n=$(node_count)
     if ! cluster_ok; then
         echo "cluster: NOT UP (nodes in state: $n; present: $(existing_nodes | tr '\n' ' '))"
@@ -317,7 +340,7 @@ require_node() {
 cmd_exec() {
     local i
     [ $# -ge 2 ] || die "usage: cluster.sh exec NODE CMD [ARGS...]"
-    need_root; need_tool nsenter util-linux
+    check_basic
     i=$(node_num "$1"); shift
     require_node "$i"
     # Keep the caller's cwd when it exists inside the node (not under the private /tmp).
@@ -328,11 +351,14 @@ cmd_exec() {
 
 cmd_mpirun() {
     local mpirun
-    need_root; need_tool nsenter util-linux
+    check_basic
     mpirun=$(command -v mpirun) || die "mpirun not found (install openmpi-bin)"
     cluster_ok || die "cluster is not up (run: cluster.sh up)"
     [ -x "$AGENT" ] || die "rsh agent $AGENT missing or not executable"
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    # Every orted believes it owns the machine, so the nodes together always oversubscribe the
+    # real cores: let idle ranks yield (a default only: the environment or --mca overrides it).
+    export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
     # Only the network namespace changes: mpirun stays in the root mount namespace (its unix
     # sockets in /tmp are reachable from the root namespace) and keeps this process's PID.
     exec nsenter --net="/run/netns/$HEAD" -- "$mpirun" \
@@ -351,13 +377,43 @@ cmd_ip() {
 cmd_kill_node() {
     local i
     [ $# -eq 1 ] || die "usage: cluster.sh kill-node NODE"
-    need_root
+    check_basic
     i=$(node_num "$1")
     kill_pids "node$i" $(node_pids "$i")
 }
 
+# The nodes' mount-namespace files are bind mounts in the mount namespace that ran `up` (recorded
+# in $RUN/mntns), and the kernel never copies such mounts into other mount namespaces (ip netns
+# exec, unshare -m, a node's own namespace). Called from there, continue in the recorded one,
+# entered through any process living in it (kernel threads usually do; /proc/1 may be denied).
+root_mntns_path() {
+    local want
+    want=$(cat "$RUN/mntns" 2>/dev/null) || return 1
+    [ -n "$want" ] || return 1
+    want=$(printf '%s' "$want" | sed 's/[][*?\\]/\\&/g')
+    find /proc -mindepth 3 -maxdepth 3 -path '/proc/[0-9]*/ns/mnt' -lname "$want" -print \
+        2>/dev/null | sort -t/ -k3,3n | head -n1 | grep .
+}
+hop_to_root_mntns() {
+    local want path
+    want=$(cat "$RUN/mntns" 2>/dev/null) || return 0
+    [ -n "$want" ] && [ "$want" != "$(readlink /proc/self/ns/mnt)" ] || return 0
+    if ! path=$(root_mntns_path); then
+        say "warning: no process left in the cluster's mount namespace $want; staying in this one"
+        return 0
+    fi
+    export OMIG_CLUSTER_CWD=$PWD
+    exec nsenter --mount="$path" -- "$HERE/cluster.sh" "$@"
+}
+
 main() {
     local cmd=${1:-}
+    if [ -n "${OMIG_CLUSTER_CWD:-}" ]; then
+        cd "$OMIG_CLUSTER_CWD" 2>/dev/null || cd /
+        unset OMIG_CLUSTER_CWD
+    else
+        hop_to_root_mntns "$@"
+    fi
     [ $# -gt 0 ] && shift
     case $cmd in
         up) [ $# -le 1 ] || die "usage: cluster.sh up [N]"; cmd_up "$@" ;;

@@ -4,6 +4,7 @@
 #include "ompi_config.h"
 
 #include "opal/mca/base/mca_base_var.h"
+#include "opal/util/show_help.h"
 #include "crcp_migrate.h"
 
 struct mca_crcp_migrate_params_t mca_crcp_migrate_params = {
@@ -57,6 +58,8 @@ static int crcp_migrate_register(void)
 
 static int crcp_migrate_open(void)
 {
+    /* our help-crcp-migrate.txt is installed beside the project, not in Open MPI's dir */
+    opal_show_help_add_dir(CRCP_MIGRATE_HELP_DIR);
     if (mca_crcp_migrate_params.verbose > 0) {
         mca_crcp_migrate_component.output_handle = opal_output_open(NULL);
         opal_output_set_verbosity(mca_crcp_migrate_component.output_handle,

@@ -1,0 +1,68 @@
+/*
+ * The cut: after gate_close(), no new send that involves a quiescing rank is posted until
+ * gate_open(). A held thread keeps progressing (so the drain it may be waiting on advances).
+ *
+ * A send passes the gate as: inflight++, check gating, post, count, inflight--. The closer sets
+ * gating and then waits for inflight == 0: every send that saw the gate open is then posted
+ * and counted, and every later one is held (Dekker's pattern; both sides use full barriers).
+ */
+#include "ompi_config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "opal/runtime/opal_progress.h"
+#include "crcp_migrate.h"
+
+volatile int32_t crcp_migrate_gating = 0;
+volatile int32_t crcp_migrate_inflight = 0;
+
+static volatile bool gate_all = false;   /* I am quiescing myself: hold every send */
+static volatile uint8_t *gated = NULL;   /* per world rank: sends to it are held */
+
+bool crcp_migrate_gate_holds(int peer)
+{
+    return gate_all || (peer >= 0 && gated[peer]);
+}
+
+void crcp_migrate_gate_pass(int peer)
+{
+    while (crcp_migrate_gating && crcp_migrate_gate_holds(peer)) {
+        opal_atomic_add_fetch_32(&crcp_migrate_inflight, -1);
+        while (crcp_migrate_gating && crcp_migrate_gate_holds(peer)) {
+            opal_progress();
+        }
+        opal_atomic_add_fetch_32(&crcp_migrate_inflight, 1);
+    }
+}
+
+/* ranks: the ranks whose channels close; nranks == 0 means all of them. */
+void crcp_migrate_gate_close(const int *ranks, int nranks)
+{
+    int me = crcp_migrate_state.me;
+
+    if (NULL == gated) {
+        gated = calloc(crcp_migrate_state.nprocs, 1);
+    }
+    memset((void *) gated, 0, crcp_migrate_state.nprocs);
+    gate_all = (0 == nranks);
+    for (int i = 0; i < nranks; i++) {
+        if (ranks[i] == me) {
+            gate_all = true;
+        } else if (ranks[i] >= 0 && ranks[i] < crcp_migrate_state.nprocs) {
+            gated[ranks[i]] = 1;
+        }
+    }
+    opal_atomic_wmb();
+    crcp_migrate_gating = 1;
+    opal_atomic_mb();
+    while (crcp_migrate_inflight > 0) {
+        opal_progress();
+    }
+}
+
+void crcp_migrate_gate_open(void)
+{
+    crcp_migrate_gating = 0;
+    opal_atomic_mb();
+}
