@@ -286,8 +286,10 @@ static int32_t describe_failures(struct request *req, orte_job_t *jdata, struct 
         }
         text_add(t, "%srank %d on %s", shown++ ? "; " : "", v, rank_node(jdata, v));
         if (r->epoch != req->epoch) {
-            text_add(t, " (pid %d): no answer within %d s", (int) r->pid,
-                     mca_schizo_migrate_params.timeout);
+            if (r->pid > 0) {
+                text_add(t, " (pid %d)", (int) r->pid);
+            }
+            text_add(t, ": no answer within %d s", mca_schizo_migrate_params.timeout);
         } else {
             text_add(t, ": %s", (r->text && r->text[0]) ? r->text : "failed");
             if (OMIG_CTL_EFAIL == code && r->status != OMIG_CTL_EFAIL) {
@@ -309,8 +311,8 @@ static void answer_success(struct request *req, orte_job_t *jdata)
     text_add(&t, "# epoch=%u ranks=%d elapsed_ms=%.3f\n", req->epoch, req->expected,
              omig_ctl_now_ms() - req->t0);
     for (int v = 0; v < req->expected; v++) {
-        text_add(&t, "rank=%d node=%s %s\n", v, rank_node(jdata, v),
-                 hnp.ranks[v].text ? hnp.ranks[v].text : "");
+        const char *stats = hnp.ranks[v].text ? hnp.ranks[v].text : "";
+        text_add(&t, "rank=%d node=%s%s%s\n", v, rank_node(jdata, v), *stats ? " " : "", stats);
     }
     tool_send(req->tool, OMIG_CTL_QUIESCE == req->type ? OMIG_CTL_QUIESCED : OMIG_CTL_RESUMED,
               0, t.s);
@@ -381,6 +383,11 @@ static void record(struct request *req, int vpid, int type, int32_t status, cons
     r->status = status;
     free(r->text);
     r->text = strdup(text ? text : "");
+    for (char *c = r->text; NULL != c && *c; c++) {
+        if ('\n' == *c || '\r' == *c) {
+            *c = ' ';   /* one line per rank in the answers */
+        }
+    }
     if (OMIG_CTL_EGONE == status) {
         r->state = RS_GONE;
     } else if (OMIG_CTL_OK == status) {
@@ -391,8 +398,8 @@ static void record(struct request *req, int vpid, int type, int32_t status, cons
     }
 }
 
-/* Daemon vpid -> the ranks it hosts, one RML message per daemon. Ranks ORTE has not placed
- * are marked in unplaced[] for the caller. */
+/* Daemon vpid -> the ranks it hosts, one RML message per daemon (a counting sort: jobs may
+ * have many thousands of ranks). Ranks ORTE has not placed keep done[v] false. */
 static void send_to_daemons(struct request *req, orte_job_t *jdata, orte_vpid_t *vpids,
                             bool *done)
 {
@@ -400,28 +407,40 @@ static void send_to_daemons(struct request *req, orte_job_t *jdata, orte_vpid_t 
                               .type = (uint16_t) req->type, .epoch = req->epoch, .rank = -1,
                               .len = (uint32_t) (OMIG_CTL_QUIESCE == req->type ? req->ranks_len
                                                                                 : 0) };
+    orte_job_t *daemons = orte_get_job_data_object(ORTE_PROC_MY_NAME->jobid);
+    int nd = NULL != daemons ? (int) daemons->num_procs : 0;
+    int *start = calloc((size_t) nd + 1, sizeof(int));
 
+    if (NULL == start) {
+        return;     /* the timeout reports it */
+    }
     for (int v = 0; v < req->expected; v++) {
         orte_proc_t *p = job_proc(jdata, v);
-        orte_vpid_t daemon;
-        int n = 0;
-
-        if (done[v] || NULL == p || ORTE_VPID_INVALID == p->parent) {
+        if (NULL != p && p->parent < (orte_vpid_t) nd) {  /* not ORTE_VPID_INVALID */
+            start[p->parent + 1]++;
+        }
+    }
+    for (int d = 0; d < nd; d++) {
+        start[d + 1] += start[d];
+    }
+    for (int v = 0; v < req->expected; v++) {       /* start[d]: next free slot of daemon d */
+        orte_proc_t *p = job_proc(jdata, v);
+        if (NULL != p && p->parent < (orte_vpid_t) nd) {
+            vpids[start[p->parent]++] = (orte_vpid_t) v;
+            done[v] = true;
+        }
+    }
+    for (int d = 0, first = 0; d < nd; first = start[d++]) {  /* now start[d] is d's end */
+        if (start[d] == first) {
             continue;
         }
-        daemon = p->parent;
-        for (int w = v; w < req->expected; w++) {
-            orte_proc_t *q = job_proc(jdata, w);
-            if (!done[w] && NULL != q && q->parent == daemon) {
-                vpids[n++] = (orte_vpid_t) w;
-                done[w] = true;
-            }
-        }
-        SCHIZO_MIGRATE_VERBOSE(50, "schizo:migrate: %s epoch %u -> daemon %u (%d ranks)",
-                               omig_ctl_type_name(req->type), req->epoch, (unsigned) daemon, n);
+        SCHIZO_MIGRATE_VERBOSE(50, "schizo:migrate: %s epoch %u -> daemon %d (%d ranks)",
+                               omig_ctl_type_name(req->type), req->epoch, d, start[d] - first);
         /* A failed send is left to the timeout, which names the ranks. */
-        (void) schizo_migrate_rml_down(daemon, jdata->jobid, vpids, n, &h, req->ranks);
+        (void) schizo_migrate_rml_down((orte_vpid_t) d, jdata->jobid, vpids + first,
+                                       start[d] - first, &h, req->ranks);
     }
+    free(start);
 }
 
 /* Ranks no daemon hosts answer at once. The last answer may end the request (or re-dispatch it

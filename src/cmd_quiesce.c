@@ -266,7 +266,14 @@ static int run(const char *cmd, int type, int argc, char **argv)
         return 1;
     }
     if (OMIG_CTL_ERROR == h.type || 0 != h.status) {
-        snprintf(err, sizeof(err), "%s of job %ld failed: %s", cmd, (long) o.job, reply);
+        /* Refusals name the job themselves and nothing was touched; failures happened on
+         * the way. */
+        if (OMIG_CTL_ENOPLUGIN == h.status || OMIG_CTL_EBUSY == h.status ||
+            OMIG_CTL_EINVAL == h.status) {
+            snprintf(err, sizeof(err), "cannot %s: %s", cmd, reply);
+        } else {
+            snprintf(err, sizeof(err), "%s of job %ld failed: %s", cmd, (long) o.job, reply);
+        }
         print_error(&o, cmd, h.status, err);
         free(reply);
         return 1;

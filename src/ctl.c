@@ -639,36 +639,48 @@ static int check_server(int fd, const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* Live jobs (stale sockets swept) as text for error messages; the pids go to live[]. */
+static int running_jobs(pid_t *live, int max, char *list, size_t len)
+{
+    int n = live_jobs(live, max);
+
+    pid_list(live, n, list, len);
+    return n;
+}
+
 int omig_ctl_open_job(pid_t *pid, char *err, size_t errlen)
 {
     char path[PATH_MAX], list[512];
     pid_t live[64];
     struct stat st;
-    int n = live_jobs(live, 64), fd, rc;
+    int n, fd, rc;
 
-    pid_list(live, n, list, sizeof(list));
-    if (*pid <= 0 && 0 != (rc = pick_job(pid, live, n, list, err, errlen))) {
-        return rc;
+    if (*pid <= 0) {
+        n = running_jobs(live, 64, list, sizeof(list));
+        if (0 != (rc = pick_job(pid, live, n, list, err, errlen))) {
+            return rc;
+        }
     }
     if (0 != (rc = omig_ctl_job_path(path, sizeof(path), *pid))) {
         snprintf(err, errlen, "job socket path too long");
         return rc;
     }
-    if (0 != lstat(path, &st) &&
-        0 != (rc = no_socket(*pid, list, path, sizeof(path), err, errlen))) {
-        return rc;
+    if (0 != lstat(path, &st)) {
+        running_jobs(live, 64, list, sizeof(list));
+        if (0 != (rc = no_socket(*pid, list, path, sizeof(path), err, errlen))) {
+            return rc;
+        }
     }
     fd = omig_ctl_connect(path);
-    if (-ENOENT == fd) {
-        snprintf(err, errlen, "no job with mpirun pid %ld (no control socket %s); running "
-                 "jobs: %s", (long) *pid, path, list);
-        return -ESRCH;
-    }
-    if (-ECONNREFUSED == fd) {
-        (void) unlink(path);
-        snprintf(err, errlen, "no job with mpirun pid %ld: its control socket %s was stale "
-                 "(mpirun ended without removing it) and was removed; running jobs: %s",
-                 (long) *pid, path, list);
+    if (-ENOENT == fd || -ECONNREFUSED == fd) {
+        if (-ECONNREFUSED == fd) {
+            (void) unlink(path);    /* nobody listens: mpirun died without removing it */
+        }
+        running_jobs(live, 64, list, sizeof(list));
+        snprintf(err, errlen, -ENOENT == fd ? "no job with mpirun pid %ld (no control socket "
+                 "%s); running jobs: %s" : "no job with mpirun pid %ld: its control socket %s "
+                 "was stale (mpirun ended without removing it) and was removed; running jobs: "
+                 "%s", (long) *pid, path, list);
         return -ESRCH;
     }
     if (fd < 0) {

@@ -24,6 +24,7 @@ cluster_up() {
     trap cluster_cleanup EXIT
 }
 cluster_cleanup() {
+    [ -n "${MPIRUN_PID:-}" ] && kill "$MPIRUN_PID" 2>/dev/null && wait "$MPIRUN_PID" 2>/dev/null
     [ "${OMIG_CLUSTER_OWNED:-0}" = 1 ] && "$CLUSTER" down >/dev/null 2>&1
     return 0
 }
@@ -31,6 +32,16 @@ cluster_cleanup() {
 # mpirun on the test cluster with our components on the component path.
 omig_mpirun() {
     "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" "$@"
+}
+
+# The same in the background, output to file $1; MPIRUN_PID is mpirun's own pid (cluster.sh
+# execs it), and the job is killed if the test exits early.
+omig_mpirun_bg() {
+    local out=$1
+    shift
+    "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
+        "$@" >"$out" 2>&1 &
+    MPIRUN_PID=$!
 }
 
 OMPI_MIGRATE=$OMIG_BUILDDIR/src/ompi-migrate

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 
-out=$(omig_mpirun -np 6 --mca crcp migrate --mca schizo_migrate_verbose 10 \
+out=$(omig_mpirun -np 6 --leave-session-attached --mca crcp migrate --mca schizo_migrate_verbose 10 \
       "$MPI_BIN/probe_loaded" 2>&1) || fail "job with --mca crcp migrate failed: $out"
 echo "$out" | grep -q '^RESULT crcp_migrate=all$' || fail "not every rank active: $out"
 pass "with --mca crcp migrate: all 6 ranks active"

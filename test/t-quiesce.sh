@@ -12,8 +12,8 @@ run_cycles() {
     local label=$1 out pid i ranks ok=0 lat=()
     shift
     out=$(mktemp)
-    omig_mpirun -np 6 --mca crcp migrate "$MPI_BIN/torture" -q "$@" >"$out" 2>&1 &
-    pid=$!
+    omig_mpirun_bg "$out" -np 6 --mca crcp migrate "$MPI_BIN/torture" -q "$@"
+    pid=$MPIRUN_PID
     wait_job_ready "$pid" 6
     for i in $(seq 1 "$CYCLES"); do
         sleep "0.0$(rnd 10)"
@@ -32,6 +32,7 @@ run_cycles() {
     done
     kill -USR1 "$pid"     # mpirun forwards it: torture finishes its round and checks totals
     wait "$pid" || { cat "$out"; fail "$label: job failed after $ok cycles"; }
+    MPIRUN_PID=
     grep -q '^RESULT ok .*errors=0' "$out" || { cat "$out"; fail "$label: traffic not verified"; }
     pass "$label: $ok quiesce/resume cycles, $(grep '^RESULT' "$out" | cut -d' ' -f2-4); quiesce ms median $(printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
     rm -f "$out"

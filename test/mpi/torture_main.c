@@ -10,6 +10,7 @@
  */
 #include "torture.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,11 @@ int world_rank, world_size;
 
 static ctx_t *ctxs;
 static atomic_int wd_stop;
+
+/* SIGUSR1 (mpirun forwards it to every rank): finish the current round, then check totals, so
+ * a test can end a run as soon as its external triggers are done. */
+static volatile sig_atomic_t stop_requested;
+static void on_sigusr1(int sig) { (void) sig; stop_requested = 1; }
 
 static const char *kname[NKINDS] = {"pair",  "sendrecv", "rsend",   "nb",  "nb-wild",
                                     "probe", "mprobe",   "persist", "coll", "nbc+p2p",
@@ -156,7 +162,7 @@ static void *ctx_run(void *arg)
     for (;;) {
         tick(c);
         int stop = (cfg.iterations > 0 && (long) c->round >= cfg.iterations) ||
-                   (cfg.duration > 0 && c->elapsed >= cfg.duration);
+                   (cfg.duration > 0 && c->elapsed >= cfg.duration) || stop_requested;
         c->round++;
         set_phase(c, "round sync");
         if (coll_sync(c, stop)) {
@@ -321,6 +327,7 @@ int main(int argc, char **argv)
     parse_args(argc, argv);
     ballast_n = (size_t) cfg.ballast_mib << 20;
     required = cfg.nthreads > 1 ? MPI_THREAD_MULTIPLE : MPI_THREAD_FUNNELED;
+    signal(SIGUSR1, on_sigusr1);
     MPI_Init_thread(&argc, &argv, required, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
@@ -331,9 +338,27 @@ int main(int argc, char **argv)
         }
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
+    /* distinct hosts, for the start line */
+    char host[MPI_MAX_PROCESSOR_NAME] = "", *hosts = NULL;
+    int hlen = 0, nhosts = 0;
+    MPI_Get_processor_name(host, &hlen);
+    if (world_rank == 0) {
+        hosts = xcalloc((size_t) world_size, MPI_MAX_PROCESSOR_NAME);
+    }
+    MPI_Gather(host, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, hosts, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, 0,
+               MPI_COMM_WORLD);
+    for (int i = 0; world_rank == 0 && i < world_size; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) {
+            seen = strcmp(hosts + (size_t) i * MPI_MAX_PROCESSOR_NAME,
+                          hosts + (size_t) j * MPI_MAX_PROCESSOR_NAME) == 0;
+        }
+        nhosts += !seen;
+    }
+    free(hosts);
     if (world_rank == 0 && !cfg.quiet) {
-        printf("torture: np=%d threads=%d seed=%llu duration=%gs rounds=%ld ballast=%ldMiB "
-               "max_msg=%zu compute<=%dus%s\n", world_size, cfg.nthreads,
+        printf("torture: np=%d hosts=%d threads=%d seed=%llu duration=%gs rounds=%ld ballast=%ldMiB "
+               "max_msg=%zu compute<=%dus%s\n", world_size, nhosts, cfg.nthreads,
                (unsigned long long) cfg.seed, cfg.duration, cfg.iterations, cfg.ballast_mib,
                cfg.max_msg, cfg.compute_us,
 #ifdef TORTURE_SELFTEST_CORRUPT

@@ -77,25 +77,40 @@ void crcp_migrate_arrival_unwrap(void);
 int crcp_migrate_add_procs(struct ompi_proc_t **procs, size_t nprocs);
 
 /* crcp_migrate_gate.c: the cut. inflight counts threads between the gate check and the
- * posting of a send, so the closer can wait until every send that passed the gate is counted. */
+ * posting of a send, so the closer can wait until every send that passed the gate is counted.
+ * Only a thread's outermost wrapper call takes part: sends issued from inside progress
+ * (libnbc schedules, ob1 free-list waits) under another wrapper, and every send of the control
+ * thread (nest is 1 there for good), are never held: holding them would deadlock the cut. */
 extern volatile int32_t crcp_migrate_gating;
 extern volatile int32_t crcp_migrate_inflight;
-void crcp_migrate_gate_close(const int *ranks, int nranks);
+extern __thread int crcp_migrate_nest __attribute__((tls_model("initial-exec")));
+int crcp_migrate_gate_close(const int *ranks, int nranks, double deadline_ms);
 void crcp_migrate_gate_open(void);
 bool crcp_migrate_gate_holds(int peer);
 void crcp_migrate_gate_pass(int peer);
 
-static inline void crcp_migrate_gate_enter(int peer)
+/* Called for each peer a send involves, between gate_enter and gate_leave. */
+static inline void crcp_migrate_gate_check(int peer)
 {
-    opal_atomic_add_fetch_32(&crcp_migrate_inflight, 1);
-    if (OPAL_UNLIKELY(crcp_migrate_gating)) {
+    if (OPAL_UNLIKELY(crcp_migrate_gating) && 1 == crcp_migrate_nest) {
         crcp_migrate_gate_pass(peer);
     }
 }
 
+static inline void crcp_migrate_gate_enter(int peer)
+{
+    if (crcp_migrate_nest++ > 0) {
+        return;
+    }
+    opal_atomic_add_fetch_32(&crcp_migrate_inflight, 1);
+    crcp_migrate_gate_check(peer);
+}
+
 static inline void crcp_migrate_gate_leave(void)
 {
-    opal_atomic_add_fetch_32(&crcp_migrate_inflight, -1);
+    if (--crcp_migrate_nest == 0) {
+        opal_atomic_add_fetch_32(&crcp_migrate_inflight, -1);
+    }
 }
 
 /* crcp_migrate_quiesce.c */

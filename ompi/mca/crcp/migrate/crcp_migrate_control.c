@@ -61,6 +61,7 @@ static void *control_loop(void *arg)
     struct omig_ctl_hdr hdr;
 
     (void) arg;
+    crcp_migrate_nest = 1;   /* this thread's own sends are never held by the gate */
     while (!stopping) {
         ssize_t rc = omig_ctl_recv(ctl_fd, &hdr, payload, sizeof(payload), POLL_MS);
 

@@ -12,10 +12,12 @@
 #include <string.h>
 
 #include "opal/runtime/opal_progress.h"
+#include "omig_ctl.h"
 #include "crcp_migrate.h"
 
 volatile int32_t crcp_migrate_gating = 0;
 volatile int32_t crcp_migrate_inflight = 0;
+__thread int crcp_migrate_nest __attribute__((tls_model("initial-exec"))) = 0;
 
 static volatile bool gate_all = false;   /* I am quiescing myself: hold every send */
 static volatile uint8_t *gated = NULL;   /* per world rank: sends to it are held */
@@ -36,13 +38,17 @@ void crcp_migrate_gate_pass(int peer)
     }
 }
 
-/* ranks: the ranks whose channels close; nranks == 0 means all of them. */
-void crcp_migrate_gate_close(const int *ranks, int nranks)
+/* ranks: the ranks whose channels close; nranks == 0 means all of them. Fails (and reopens)
+ * if a send that passed the gate is still being posted at the deadline. */
+int crcp_migrate_gate_close(const int *ranks, int nranks, double deadline_ms)
 {
     int me = crcp_migrate_state.me;
 
     if (NULL == gated) {
         gated = calloc(crcp_migrate_state.nprocs, 1);
+        if (NULL == gated) {
+            return OMPI_ERR_OUT_OF_RESOURCE;
+        }
     }
     memset((void *) gated, 0, crcp_migrate_state.nprocs);
     gate_all = (0 == nranks);
@@ -57,8 +63,13 @@ void crcp_migrate_gate_close(const int *ranks, int nranks)
     crcp_migrate_gating = 1;
     opal_atomic_mb();
     while (crcp_migrate_inflight > 0) {
+        if (omig_ctl_now_ms() > deadline_ms) {
+            crcp_migrate_gate_open();
+            return OMPI_ERR_TIMEOUT;
+        }
         opal_progress();
     }
+    return OMPI_SUCCESS;
 }
 
 void crcp_migrate_gate_open(void)

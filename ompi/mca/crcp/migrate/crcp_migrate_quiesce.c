@@ -102,18 +102,23 @@ int crcp_migrate_quiesce(const int *ranks, int nranks, int epoch,
     double t0 = omig_ctl_now_ms(), deadline = t0 + mca_crcp_migrate_params.quiesce_timeout_ms, t1, t2;
     int64_t *expected = calloc(crcp_migrate_state.nprocs, sizeof(*expected));
     int64_t before = 0, after = 0;
+    bool exchange_abandoned = false;
     int rc, late = -1;
 
     if (NULL == expected) {
         return OMPI_ERR_OUT_OF_RESOURCE;
     }
-    crcp_migrate_gate_close(ranks, nranks);
+    rc = crcp_migrate_gate_close(ranks, nranks, deadline);
     t1 = omig_ctl_now_ms();
-    rc = exchange_bookmarks(expected, ranks, nranks, epoch, deadline);
-    t2 = omig_ctl_now_ms();
     for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
         before += crcp_migrate_state.arrived[j];
     }
+    if (OMPI_SUCCESS == rc) {
+        rc = exchange_bookmarks(expected, ranks, nranks, epoch, deadline);
+        /* abandoned bookmark receives may still write into `expected`: it must outlive them */
+        exchange_abandoned = OMPI_ERR_TIMEOUT == rc;
+    }
+    t2 = omig_ctl_now_ms();
     while (OMPI_SUCCESS == rc && !drained(expected, ranks, nranks, &late)) {
         if (omig_ctl_now_ms() > deadline) {
             rc = OMPI_ERR_TIMEOUT;
@@ -125,8 +130,12 @@ int crcp_migrate_quiesce(const int *ranks, int nranks, int epoch,
         after += crcp_migrate_state.arrived[j];
     }
     if (OMPI_SUCCESS != rc) {
-        CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: quiesce %d abandoned (%s, waiting on rank %d)",
-                             epoch, OMPI_ERR_TIMEOUT == rc ? "timeout" : "error", late);
+        CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: quiesce %d abandoned (%s, waiting on rank %d: "
+                             "%lld of %lld arrived; %lld arrivals on unknown communicators)",
+                             epoch, OMPI_ERR_TIMEOUT == rc ? "timeout" : "error", late,
+                             late >= 0 ? (long long) crcp_migrate_state.arrived[late] : 0LL,
+                             late >= 0 ? (long long) expected[late] : 0LL,
+                             (long long) crcp_migrate_state.unattributed);
         crcp_migrate_gate_open();
     }
     st->cut_ms = t1 - t0;
@@ -134,9 +143,9 @@ int crcp_migrate_quiesce(const int *ranks, int nranks, int epoch,
     st->drain_ms = omig_ctl_now_ms() - t2;
     st->total_ms = omig_ctl_now_ms() - t0;
     st->drained = after - before;
-    if (t2 - t1 < deadline - t1 || OMPI_SUCCESS == rc) {
+    if (!exchange_abandoned) {
         free(expected);
-    }  /* else the abandoned bookmark receives may still write into it */
+    }
     return rc;
 }
 

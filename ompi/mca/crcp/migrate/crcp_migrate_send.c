@@ -57,14 +57,11 @@ static int migrate_start(size_t count, ompi_request_t **requests)
 {
     int rc;
 
-    opal_atomic_add_fetch_32(&crcp_migrate_inflight, 1);
+    crcp_migrate_gate_enter(-1);
     for (size_t i = 0; i < count; i++) {
         mca_pml_base_request_t *req = (mca_pml_base_request_t *) requests[i];
-        int peer = crcp_migrate_peer_of(req->req_comm, req->req_peer);
 
-        if (OPAL_UNLIKELY(crcp_migrate_gating)) {
-            crcp_migrate_gate_pass(peer);
-        }
+        crcp_migrate_gate_check(crcp_migrate_peer_of(req->req_comm, req->req_peer));
     }
     rc = wrapped_start(count, requests);
     if (OMPI_SUCCESS == rc) {
@@ -83,7 +80,8 @@ static int migrate_isend_init(const void *buf, size_t count, ompi_datatype_t *dt
 {
     int rc = crcp_migrate_state.pml.pml_isend_init(buf, count, dt, dst, tag, mode, comm, request);
 
-    if (OMPI_SUCCESS == rc) {
+    /* ob1 recycles request objects with req_start as we left it: never save our own */
+    if (OMPI_SUCCESS == rc && (*request)->req_start != migrate_start) {
         wrapped_start = (*request)->req_start;
         (*request)->req_start = migrate_start;
     }
