@@ -10,6 +10,7 @@ if [ ! -f config.status ] || [ configure -nt config.status ]; then
     ./configure --prefix="$OMIG_ROOT/_inst" ${OMIG_CONFIGURE_ARGS:-} >"$OMIG_DEPS/configure.log" 2>&1 ||
         { tail -5 "$OMIG_DEPS/configure.log" >&2; die "configure failed (full log: $OMIG_DEPS/configure.log)"; }
 fi
-make -s -j"$(nproc)" >/dev/null
-make -s install >/dev/null
+log=$OMIG_DEPS/build.log
+{ make -s -j"$(nproc)" && make -s install; } >"$log" 2>&1 ||
+    { grep -E 'error|Error' "$log" | head -20 >&2; die "build failed (full log: $log)"; }
 say "built and installed in $OMIG_ROOT/_inst"

@@ -1,17 +1,42 @@
 #!/bin/bash
-# The main demo: set up, build, start a 3-node test cluster, run a job with the plugin loaded
-# and show where every rank runs. The cluster is left up for exploration
-# (`test/cluster/cluster.sh status`, `... down` to remove it).
+# The main demo: set up, build, start a 3-node test cluster, run a 6-rank job of checked
+# traffic with the plugin loaded, show where every rank runs, quiesce all its channels and
+# resume (per-rank report), then let the job verify every message. The cluster is left up
+# for exploration (`test/cluster/cluster.sh status`; `... down` removes it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 "$OMIG_ROOT/scripts/setup.sh"
 "$OMIG_ROOT/scripts/build.sh"
-make -s -C "$OMIG_ROOT/test" mpi/probe_loaded >/dev/null
+make -s -C "$OMIG_ROOT/test" mpi/torture >/dev/null
 
+tool=$OMIG_ROOT/_inst/bin/ompi-migrate
 cluster=$OMIG_ROOT/test/cluster/cluster.sh
 "$cluster" up 3 >/dev/null
-say "test cluster up: $("$cluster" status | head -1)"
-args=$("$OMIG_ROOT/_inst/bin/ompi-migrate" mpirun-args)
-echo "\$ mpirun $args -np 6 --hostfile $("$cluster" hostfile) test/mpi/probe_loaded"
+"$cluster" status | sed -n 1p
+args=$("$tool" mpirun-args)
+out=$(mktemp)
+step() { printf '\n$ %s\n' "$*"; }
+
+step "mpirun $args -np 6 --hostfile $("$cluster" hostfile) test/mpi/torture &"
 # shellcheck disable=SC2086
-"$cluster" mpirun $args -np 6 "$OMIG_ROOT/test/mpi/probe_loaded" 2>&1 | grep -v 'setpgid' | sort
+"$cluster" mpirun $args -np 6 "$OMIG_ROOT/test/mpi/torture" -d 600 >"$out" 2>&1 &
+job=$!
+trap 'kill $job 2>/dev/null; rm -f "$out"' EXIT
+until "$tool" status --job "$job" 2>/dev/null | grep -q 'connected=6'; do
+    kill -0 "$job" 2>/dev/null || { cat "$out"; die "the job ended early"; }
+    sleep 0.2
+done
+step "ompi-migrate status --job $job"
+"$tool" status --job "$job"
+sleep 2
+step "ompi-migrate quiesce --job $job"
+"$tool" quiesce --job "$job"
+step "ompi-migrate resume --job $job"
+"$tool" resume --job "$job"
+sleep 2
+kill -USR1 "$job"     # torture finishes its round and checks every message
+wait "$job"
+trap - EXIT
+step "(job output)"
+grep -E '^(torture|RESULT)' "$out"
+rm -f "$out"
