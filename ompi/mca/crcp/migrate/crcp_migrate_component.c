@@ -10,7 +10,7 @@
 struct mca_crcp_migrate_params_t mca_crcp_migrate_params = {
     .verbose = 0,
     .priority = 20,
-    .quiesce_timeout_ms = 30000,
+    .quiesce_timeout_ms = 20000,   /* below mpirun's schizo_migrate_timeout (30 s) */
 };
 
 static int crcp_migrate_register(void);
@@ -45,13 +45,15 @@ static void reg_int(const char *name, const char *help, int *storage, int level)
 
 static int crcp_migrate_register(void)
 {
-    reg_int("verbose", "Verbosity of the migrate crcp component (0: errors only, 10: phases, "
-            "50: every message accounting event)", &mca_crcp_migrate_params.verbose,
+    reg_int("verbose", "Verbosity of the migrate crcp component (0: errors only, 1: abandoned "
+            "quiesces and lost control links, 10: enabling and phases)",
+            &mca_crcp_migrate_params.verbose,
             OPAL_INFO_LVL_9);
     reg_int("priority", "Selection priority of the migrate crcp component",
             &mca_crcp_migrate_params.priority, OPAL_INFO_LVL_9);
     reg_int("quiesce_timeout", "Milliseconds a quiesce may take before it is abandoned and the "
-            "job resumes untouched", &mca_crcp_migrate_params.quiesce_timeout_ms,
+            "job resumes untouched (keep it below schizo_migrate_timeout)",
+            &mca_crcp_migrate_params.quiesce_timeout_ms,
             OPAL_INFO_LVL_5);
     return OMPI_SUCCESS;
 }
