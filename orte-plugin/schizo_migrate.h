@@ -12,17 +12,31 @@
  *   schizo_migrate_orted.c  every daemon (and mpirun for ranks on its own node): the node
  *                           socket the ranks connect to, relaying down and up
  *   schizo_migrate_rml.c    the ORTE RML messages between the two
+ * Moving one rank (doc/design.md, "One migration"):
+ *   schizo_migrate_move.c   mpirun: the coordinator of one move: phases, timeouts, rollback
+ *   schizo_migrate_detach.c the old node's daemon: inspect, leave, detach, dump + send, keep
+ *                           the images until the move is committed, roll back
+ *   schizo_migrate_adopt.c  the new node's daemon: image receiver, restore, adopt
+ *                           (also the old node's restore from its own images on rollback)
+ *   schizo_migrate_image.c  CRIU dump/restore and image transfer in helper threads; the
+ *                           stdio keys and the manifest kept with the images
+ *   schizo_migrate_local.c  a daemon's bookkeeping of its local children and job counts
+ *   schizo_migrate_map.c    the job map in mpirun and every daemon: where a rank lives
+ *   schizo_migrate_text.c   "key=value" text used in replies and reports
  * Everything here runs in ORTE's event thread (orte_event_base): socket fds are driven by opal
- * events on that base and RML delivers there.
+ * events on that base and RML delivers there. Only CRIU and image transfers run in helper
+ * threads (they block for up to seconds); their results are thread-shifted back.
  */
 #ifndef MCA_SCHIZO_MIGRATE_H
 #define MCA_SCHIZO_MIGRATE_H
 
 #include "orte_config.h"
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "orte/mca/schizo/schizo.h"
+#include "orte/runtime/orte_globals.h"
 #include "orte/types.h"
 
 #include "omig_ctl.h"
@@ -30,8 +44,10 @@
 BEGIN_C_DECLS
 
 struct mca_schizo_migrate_params_t {
-    int verbose;   /* opal_output verbosity */
-    int timeout;   /* seconds mpirun waits for every rank to answer a request */
+    int verbose;        /* opal_output verbosity */
+    int timeout;        /* seconds mpirun waits for every rank to answer a request */
+    int move_timeout;   /* seconds mpirun waits for a dump+transfer, a restore or a rollback */
+    char *fail;         /* tests only: "PHASE:RANK,..." phases that fail on purpose */
 };
 extern struct mca_schizo_migrate_params_t mca_schizo_migrate_params;
 extern int mca_schizo_migrate_output;
@@ -67,6 +83,123 @@ void schizo_migrate_orted_stop(void);
 const char *schizo_migrate_orted_path(void);
 void schizo_migrate_orted_down(orte_jobid_t job, const orte_vpid_t *vpids, int nvpids,
                                const struct omig_ctl_hdr *hdr, const char *payload);
+
+/* Leaving before a move: ask a rank over its control link; 0 if asked, -ENOENT if the rank has
+ * no control link (not an MPI rank with the plugin: it needs no leave). The answer goes to
+ * schizo_migrate_detach_left(). */
+int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch);
+
+/* ------------------------------------------------------------------ moving one rank */
+
+/* Steps of a move between mpirun's coordinator and the daemons (RML kind MOVE). A reply
+ * carries its request's step with SM_REPLY set, the status (OMIG_CTL_OK or an omig_ctl_status)
+ * and "key=value ..." text, or on failure "PHASE: message". */
+enum schizo_migrate_step {
+    /* mpirun -> the daemon of the rank's node (A) */
+    SM_INSPECT = 1,  /* is it a live local child? reply "pid=P start=S" */
+    SM_EVICT,        /* "addr=.. port=..": leave, detach, dump, send; reply: phase timings */
+    SM_ROLLBACK,     /* the new node failed: restore the rank here from the images kept */
+    /* mpirun -> the daemon of the target node (B) */
+    SM_PREPARE,      /* "pid=P start=S": image dir + receiver; reply "addr=.. port=.." */
+    SM_ADOPT,        /* restore, stopped and watched; reply "restore_ms=.. pid=.." */
+    SM_RESUME,       /* the move is committed: attach (children, IOF, PMIx), SIGCONT */
+    SM_CANCEL,       /* forget the move; a restored, never resumed copy is killed (no reply) */
+    /* mpirun -> every daemon: the rank lives under daemon `daemon` now (no reply) */
+    SM_MOVED,
+    SM_REPLY = 0x100
+};
+
+struct schizo_migrate_msg {
+    int32_t step;
+    uint32_t id;            /* the move's number (mpirun's counter) */
+    orte_jobid_t job;
+    orte_vpid_t vpid;       /* the rank */
+    orte_vpid_t daemon;     /* SM_MOVED: its new daemon */
+    int32_t status;
+    const char *text;
+};
+
+/* schizo_migrate_rml.c: to a daemon (ORTE_VPID_INVALID: to mpirun). */
+int schizo_migrate_rml_move(orte_vpid_t daemon, const struct schizo_migrate_msg *m);
+/* A daemon's reply to request req. */
+void schizo_migrate_rml_answer(const struct schizo_migrate_msg *req, int32_t status,
+                               const char *text);
+
+/* schizo_migrate_move.c: mpirun's coordinator. */
+struct tool_conn;
+void schizo_migrate_move_start(struct tool_conn *tool, const char *request);
+void schizo_migrate_move_reply(const struct schizo_migrate_msg *m);
+void schizo_migrate_move_tool_closed(struct tool_conn *tool);
+bool schizo_migrate_move_active(orte_vpid_t *vpid);
+void schizo_migrate_move_stop(void);
+
+/* schizo_migrate_hnp.c: what the coordinator needs of mpirun's side. */
+orte_job_t *schizo_migrate_hnp_job(void);
+bool schizo_migrate_hnp_busy(char *what, size_t len);
+void schizo_migrate_hnp_tool_send(struct tool_conn *c, int type, int32_t status,
+                                  const char *text);
+
+/* schizo_migrate_detach.c: the old node's side. */
+void schizo_migrate_detach_request(const struct schizo_migrate_msg *m);
+void schizo_migrate_detach_left(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch,
+                                int32_t status, const char *text);
+bool schizo_migrate_detach_leaving(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch);
+void schizo_migrate_detach_commit(orte_jobid_t job, orte_vpid_t vpid, uint32_t id);
+void schizo_migrate_detach_stop(void);
+
+/* schizo_migrate_adopt.c: the new node's side, and restoring from kept images. */
+void schizo_migrate_adopt_request(const struct schizo_migrate_msg *m);
+/* Restore proc from the images in dir under this daemon and let it run; done() is called in
+ * the event thread with 0 or -1 and a message. registered: its PMIx client is still known to
+ * this daemon's server (a rollback), so it is not registered again; stdin_open: mpirun still
+ * forwards its stdin to this rank. */
+typedef void (*schizo_migrate_adopt_done_fn)(void *arg, int rc, const char *err, pid_t pid,
+                                             double restore_ms);
+int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registered,
+                              bool stdin_open, schizo_migrate_adopt_done_fn done, void *arg);
+/* The PMIx environment computed for a rank adopted here (NULL if none), kept until it leaves:
+ * for its re-attach. */
+char **schizo_migrate_adopt_env(orte_jobid_t job, orte_vpid_t vpid);
+void schizo_migrate_adopt_forget(orte_jobid_t job, orte_vpid_t vpid);
+void schizo_migrate_adopt_stop(void);
+
+/* schizo_migrate_map.c: where ranks live, in this process's copy of the job map. */
+int schizo_migrate_map_move(orte_jobid_t job, orte_vpid_t vpid, orte_vpid_t daemon);
+void schizo_migrate_map_moved(const struct schizo_migrate_msg *m);
+/* mpirun: does mpirun still forward its stdin to this rank? Redirect it to the new daemon. */
+bool schizo_migrate_map_stdin_open(orte_jobid_t job, orte_vpid_t vpid);
+void schizo_migrate_map_stdin_follow(orte_jobid_t job, orte_vpid_t vpid, orte_vpid_t daemon);
+/* The IPv4 address this daemon is reached at (its first OOB TCP address). */
+int schizo_migrate_map_my_addr(char *buf, size_t len);
+
+/* schizo_migrate_local.c: a daemon's local children (see the file for the accounting). */
+typedef void (*schizo_migrate_exit_fn)(void *arg, int status);
+struct schizo_migrate_watch {
+    schizo_migrate_exit_fn fn;
+    void *arg;
+};
+orte_proc_t *schizo_migrate_local_child(orte_jobid_t job, orte_vpid_t vpid);
+void schizo_migrate_local_watch(orte_proc_t *proc, struct schizo_migrate_watch *w);
+void schizo_migrate_local_remove(orte_proc_t *proc);
+void schizo_migrate_local_add(orte_proc_t *proc, pid_t pid);
+void schizo_migrate_local_reattach(orte_proc_t *proc, bool exited, int status);
+void schizo_migrate_local_reserve(orte_jobid_t job, int delta);
+void schizo_migrate_local_launched(orte_proc_t *proc, int delta);
+int schizo_migrate_local_start_time(pid_t pid, unsigned long long *start);
+
+/* schizo_migrate_text.c: growing text and "key=value" lookups. */
+struct schizo_migrate_text {
+    char *s;
+    size_t len, cap;
+};
+void schizo_migrate_text_add(struct schizo_migrate_text *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* The value of key in "k1=v1 k2=v2 ..." (up to the next blank) into buf; 0 if found. */
+int schizo_migrate_kv(const char *text, const char *key, char *buf, size_t len);
+double schizo_migrate_kv_num(const char *text, const char *key, double dflt);
+
+/* schizo_migrate_component.c: fault injection for tests ("PHASE:RANK" in fail). */
+bool schizo_migrate_fault(const char *phase, orte_vpid_t vpid);
 
 /* The environment variable that tells a rank where its node's control socket is. */
 #define SCHIZO_MIGRATE_CTL_ENV "OMPI_MIGRATE_CTL"

@@ -7,13 +7,17 @@
  */
 #include "orte_config.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "opal/mca/base/mca_base_var.h"
 #include "opal/util/output.h"
 #include "orte/util/proc_info.h"
 
 #include "schizo_migrate.h"
 
-struct mca_schizo_migrate_params_t mca_schizo_migrate_params = { .verbose = 0, .timeout = 30 };
+struct mca_schizo_migrate_params_t mca_schizo_migrate_params = { .verbose = 0, .timeout = 30,
+                                                                 .move_timeout = 300 };
 int mca_schizo_migrate_output = -1;
 
 static int schizo_migrate_register(void)
@@ -26,10 +30,40 @@ static int schizo_migrate_register(void)
         "Seconds mpirun waits for every rank to answer a control request (quiesce, resume) "
         "before it reports the silent ranks and undoes a quiesce", MCA_BASE_VAR_TYPE_INT, NULL,
         0, 0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.timeout);
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "move_timeout", "Seconds mpirun waits for one long phase of a migration (dump and "
+        "transfer of the image, restore, restore on the old node after a failure) before it "
+        "gives the phase up and rolls the migration back", MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
+        OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.move_timeout);
+    mca_schizo_migrate_params.fail = NULL;
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "fail",
+        "For tests only: make phases of a migration fail on purpose, as a comma-separated list "
+        "of PHASE:RANK (PHASE: dump, transfer, restore; e.g. \"restore:3\")",
+        MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
+        &mca_schizo_migrate_params.fail);
     if (mca_schizo_migrate_params.timeout < 1) {
         mca_schizo_migrate_params.timeout = 1;
     }
+    if (mca_schizo_migrate_params.move_timeout < 1) {
+        mca_schizo_migrate_params.move_timeout = 1;
+    }
     return ORTE_SUCCESS;
+}
+
+bool schizo_migrate_fault(const char *phase, orte_vpid_t vpid)
+{
+    const char *f = mca_schizo_migrate_params.fail;
+    size_t plen = strlen(phase);
+    char *end;
+
+    for (; NULL != f && *f; f += strcspn(f, ","), f += strspn(f, ",")) {
+        if (0 == strncmp(f, phase, plen) && ':' == f[plen] &&
+            strtoul(f + plen + 1, &end, 10) == (unsigned long) vpid && end != f + plen + 1 &&
+            (',' == *end || '\0' == *end)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static int schizo_migrate_query(mca_base_module_t **module, int *priority)

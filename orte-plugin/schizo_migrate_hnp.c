@@ -8,6 +8,8 @@
  * job must never stay half-quiesced because one rank was slow.
  *
  * The per-rank state (HELLO, GONE, last reply) is kept here so that STATUS needs no round trip.
+ * MIGRATE requests go to the coordinator of moves (schizo_migrate_move.c); a move and a
+ * quiesce/resume request exclude each other.
  */
 #include "orte_config.h"
 
@@ -28,6 +30,8 @@
 #include "orte/util/name_fns.h"
 
 #include "schizo_migrate.h"
+
+#define text_add schizo_migrate_text_add
 
 enum rank_state { RS_STARTING, RS_READY, RS_QUIESCING, RS_QUIESCED, RS_RESUMING, RS_GONE };
 static const char *const state_name[] = { "starting", "ready", "quiescing", "quiesced",
@@ -107,6 +111,11 @@ static orte_job_t *app_job(void)
     return best;
 }
 
+orte_job_t *schizo_migrate_hnp_job(void)
+{
+    return app_job();
+}
+
 /* The rank table follows the job's size (known once the job is mapped). */
 static int ranks_sync(orte_job_t *jdata)
 {
@@ -152,41 +161,24 @@ static int count_connected(void)
     return n;
 }
 
-/* ------------------------------------------------------------------ text building */
-
-struct text {
-    char *s;
-    size_t len, cap;
-};
-
-static void text_add(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_add(struct text *t, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            return;
-        }
-        if (NULL != t->s && t->len + (size_t) n < t->cap) {
-            t->len += (size_t) n;
-            return;
-        }
-        size_t cap = (t->cap ? t->cap * 2 : 256) + (size_t) n;
-        char *s = realloc(t->s, cap);
-        if (NULL == s) {
-            return;
-        }
-        t->s = s;
-        t->cap = cap;
-    }
-}
-
 /* ------------------------------------------------------------------ replies to the tool */
+
+bool schizo_migrate_hnp_busy(char *what, size_t len)
+{
+    orte_vpid_t moving;
+
+    if (NULL != hnp.req) {
+        snprintf(what, len, "%s (epoch %u, running for %.1f s)",
+                 omig_ctl_type_name(hnp.req->type), hnp.req->epoch,
+                 (omig_ctl_now_ms() - hnp.req->t0) / 1e3);
+        return true;
+    }
+    if (schizo_migrate_move_active(&moving)) {
+        snprintf(what, len, "the migration of rank %u", (unsigned) moving);
+        return true;
+    }
+    return false;
+}
 
 static void tool_send(struct tool_conn *c, int type, int32_t status, const char *text)
 {
@@ -199,6 +191,12 @@ static void tool_send(struct tool_conn *c, int type, int32_t status, const char 
     if (rc < 0) {
         SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: cannot answer the tool: %s", strerror(-rc));
     }
+}
+
+void schizo_migrate_hnp_tool_send(struct tool_conn *c, int type, int32_t status,
+                                  const char *text)
+{
+    tool_send(c, type, status, text);
 }
 
 static void tool_error(struct tool_conn *c, int32_t status, const char *fmt, ...)
@@ -219,7 +217,8 @@ static void tool_error(struct tool_conn *c, int32_t status, const char *fmt, ...
 static void send_status(struct tool_conn *c)
 {
     orte_job_t *jdata = app_job();
-    struct text t = { 0 };
+    struct schizo_migrate_text t = { 0 };
+    orte_vpid_t moving;
     int n = 0;
 
     if (NULL != jdata && 0 == ranks_sync(jdata)) {
@@ -235,6 +234,9 @@ static void send_status(struct tool_conn *c)
         /* Without a live connection ORTE knows better whether the process still exists. */
         if (!rank_connected(r) && NULL != p && p->state >= ORTE_PROC_STATE_UNTERMINATED) {
             state = "exited";
+        }
+        if (schizo_migrate_move_active(&moving) && moving == (orte_vpid_t) v) {
+            state = "migrating";
         }
         text_add(&t, "%d %s %d %s\n", v, rank_node(jdata, v),
                  (int) (r->pid ? r->pid : (NULL != p ? p->pid : 0)), state);
@@ -263,7 +265,8 @@ static bool rank_failed(const struct request *req, const struct hnp_rank *r)
 }
 
 /* One line per failed rank (at most a few: a thousand timeouts say nothing more than eight). */
-static int32_t describe_failures(struct request *req, orte_job_t *jdata, struct text *t)
+static int32_t describe_failures(struct request *req, orte_job_t *jdata,
+                                 struct schizo_migrate_text *t)
 {
     int32_t first = OMIG_CTL_OK;
     int shown = 0, more = 0;
@@ -306,7 +309,7 @@ static int32_t describe_failures(struct request *req, orte_job_t *jdata, struct 
 /* Success: "# epoch=E ranks=N elapsed_ms=X" then "rank=R node=NODE <rank's stats>". */
 static void answer_success(struct request *req, orte_job_t *jdata)
 {
-    struct text t = { 0 };
+    struct schizo_migrate_text t = { 0 };
 
     text_add(&t, "# epoch=%u ranks=%d elapsed_ms=%.3f\n", req->epoch, req->expected,
              omig_ctl_now_ms() - req->t0);
@@ -322,7 +325,7 @@ static void answer_success(struct request *req, orte_job_t *jdata)
 static void finish(struct request *req)
 {
     orte_job_t *jdata = app_job();
-    struct text t = { 0 };
+    struct schizo_migrate_text t = { 0 };
     int32_t code = describe_failures(req, jdata, &t);
 
     if (req->timer_set) {
@@ -494,6 +497,7 @@ static void dispatch(struct request *req)
 static int request_check(struct tool_conn *c, orte_job_t *jdata, const char *payload,
                          size_t len)
 {
+    char busy[128];
     int32_t r;
 
     if (NULL == jdata || 0 == jdata->num_procs || 0 != ranks_sync(jdata)) {
@@ -501,10 +505,9 @@ static int request_check(struct tool_conn *c, orte_job_t *jdata, const char *pay
                    "moment", (int) getpid());
         return -1;
     }
-    if (NULL != hnp.req) {
-        tool_error(c, OMIG_CTL_EBUSY, "job %d is busy with %s (epoch %u, running for %.1f s): "
-                   "retry when it is done", (int) getpid(), omig_ctl_type_name(hnp.req->type),
-                   hnp.req->epoch, (omig_ctl_now_ms() - hnp.req->t0) / 1e3);
+    if (schizo_migrate_hnp_busy(busy, sizeof(busy))) {
+        tool_error(c, OMIG_CTL_EBUSY, "job %d is busy with %s: retry when it is done",
+                   (int) getpid(), busy);
         return -1;
     }
     if (0 != len % sizeof(int32_t)) {
@@ -616,6 +619,7 @@ static void tool_close(struct tool_conn *c)
     if (NULL != hnp.req && hnp.req->tool == c) {
         hnp.req->tool = NULL;
     }
+    schizo_migrate_move_tool_closed(c);
     free(c);
 }
 
@@ -630,6 +634,9 @@ static void tool_message(struct tool_conn *c, const struct omig_ctl_hdr *h, cons
     case OMIG_CTL_QUIESCE:
     case OMIG_CTL_RESUME:
         request_start(c, h->type, payload, h->len);
+        break;
+    case OMIG_CTL_MIGRATE:
+        schizo_migrate_move_start(c, payload);
         break;
     default:
         tool_error(c, OMIG_CTL_EINVAL, "mpirun does not take %s requests",
@@ -735,6 +742,7 @@ void schizo_migrate_hnp_stop(void)
         request_free(hnp.req);
         hnp.req = NULL;
     }
+    schizo_migrate_move_stop();
     while (NULL != hnp.tools) {
         tool_close(hnp.tools);
     }

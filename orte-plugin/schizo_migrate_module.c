@@ -68,6 +68,9 @@ static int schizo_migrate_setup_child(orte_job_t *jdata, orte_proc_t *child,
 
 static void schizo_migrate_finalize(void)
 {
+    /* First: a rank between two nodes, or restored and never resumed, dies with its job. */
+    schizo_migrate_detach_stop();
+    schizo_migrate_adopt_stop();
     schizo_migrate_orted_stop();
     schizo_migrate_hnp_stop();
     if (mca_schizo_migrate_output >= 0) {

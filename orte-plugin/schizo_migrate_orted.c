@@ -6,7 +6,9 @@
  * OMPI_MIGRATE_CTL (set in setup_child), connects at the end of MPI_Init and says HELLO. Down
  * commands from mpirun go to the named local ranks; their replies go back up unchanged. A rank
  * that is not connected is answered for at once (EGONE) so that mpirun does not wait for its
- * timeout; a rank whose connection closes is reported GONE.
+ * timeout; a rank whose connection closes is reported GONE. Before a move the old node's
+ * daemon asks the rank to LEAVE over this link (schizo_migrate_detach.c); its LEFT (or ERROR)
+ * goes back there, not to mpirun.
  */
 #include "orte_config.h"
 
@@ -146,6 +148,16 @@ static int on_message(struct rank_conn *c, struct omig_ctl_hdr *h, const char *p
     if (OMIG_CTL_HELLO == h->type) {
         return on_hello(c, h, payload);
     }
+    /* The answer to a LEAVE belongs to the move in progress, not to mpirun's requests. */
+    if (ORTE_VPID_INVALID != c->vpid &&
+        (OMIG_CTL_LEFT == h->type ||
+         (OMIG_CTL_ERROR == h->type && schizo_migrate_detach_leaving(c->job, c->vpid,
+                                                                     h->epoch)))) {
+        schizo_migrate_detach_left(c->job, c->vpid, h->epoch,
+                                   OMIG_CTL_ERROR == h->type && OMIG_CTL_OK == h->status
+                                   ? OMIG_CTL_EFAIL : h->status, payload);
+        return 0;
+    }
     if (ORTE_VPID_INVALID == c->vpid ||
         (OMIG_CTL_QUIESCED != h->type && OMIG_CTL_RESUMED != h->type &&
          OMIG_CTL_ERROR != h->type)) {
@@ -260,6 +272,22 @@ void schizo_migrate_orted_down(orte_jobid_t job, const orte_vpid_t *vpids, int n
             conn_close(c, true);
         }
     }
+}
+
+int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch)
+{
+    struct rank_conn *c = find_conn(job, vpid);
+    int rc;
+
+    if (NULL == c) {
+        return -ENOENT;
+    }
+    if ((rc = omig_ctl_send(c->fd, OMIG_CTL_LEAVE, epoch, (int32_t) vpid, 0, NULL, 0)) < 0) {
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: cannot ask rank %u (pid %d) to leave: %s",
+                             (unsigned) vpid, (int) c->pid, strerror(-rc));
+        conn_close(c, true);
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------------ start/stop */

@@ -5,6 +5,8 @@
  *   REPLY  daemon -> mpirun: one rank's answer, or the daemon's on its behalf (job, vpid, frame)
  *   HELLO  daemon -> mpirun: a rank connected (job, vpid, pid)
  *   GONE   daemon -> mpirun: a rank's connection closed (job, vpid)
+ *   MOVE   either way: one step of moving a rank, or its reply (job, step, id, vpid, daemon,
+ *          status, text; see enum schizo_migrate_step)
  *
  * A frame carries the fields of struct omig_ctl_hdr (packed one by one: DSS converts byte
  * order, nodes may differ) and the payload. mpirun sends to itself for the ranks on its own
@@ -27,7 +29,7 @@
  * leave alone rather than reuse): the first tag above is free. */
 #define SCHIZO_MIGRATE_RML_TAG (ORTE_RML_TAG_MAX + 1)
 
-enum rml_kind { RML_DOWN = 1, RML_REPLY, RML_HELLO, RML_GONE };
+enum rml_kind { RML_DOWN = 1, RML_REPLY, RML_HELLO, RML_GONE, RML_MOVE };
 
 static bool posted = false;
 
@@ -153,6 +155,89 @@ int schizo_migrate_rml_gone(orte_jobid_t job, orte_vpid_t vpid)
     return send_msg(ORTE_PROC_MY_HNP, b);
 }
 
+int schizo_migrate_rml_move(orte_vpid_t daemon, const struct schizo_migrate_msg *m)
+{
+    orte_process_name_t peer = { .jobid = ORTE_PROC_MY_NAME->jobid, .vpid = daemon };
+    opal_buffer_t *b = start_msg(RML_MOVE, m->job);
+    char *text = (char *) (m->text ? m->text : "");
+
+    if (NULL == b || OPAL_SUCCESS != opal_dss.pack(b, &m->step, 1, OPAL_INT32) ||
+        OPAL_SUCCESS != opal_dss.pack(b, &m->id, 1, OPAL_UINT32) ||
+        OPAL_SUCCESS != opal_dss.pack(b, &m->vpid, 1, ORTE_VPID) ||
+        OPAL_SUCCESS != opal_dss.pack(b, &m->daemon, 1, ORTE_VPID) ||
+        OPAL_SUCCESS != opal_dss.pack(b, &m->status, 1, OPAL_INT32) ||
+        OPAL_SUCCESS != opal_dss.pack(b, &text, 1, OPAL_STRING)) {
+        if (NULL != b) {
+            OBJ_RELEASE(b);
+        }
+        return ORTE_ERR_OUT_OF_RESOURCE;
+    }
+    SCHIZO_MIGRATE_VERBOSE(50, "schizo:migrate: move %u step 0x%x rank %u -> %s: %d %s",
+                           m->id, (unsigned) m->step, (unsigned) m->vpid,
+                           ORTE_VPID_INVALID == daemon ? "mpirun" : ORTE_VPID_PRINT(daemon),
+                           (int) m->status, text);
+    return send_msg(ORTE_VPID_INVALID == daemon ? ORTE_PROC_MY_HNP : &peer, b);
+}
+
+void schizo_migrate_rml_answer(const struct schizo_migrate_msg *req, int32_t status,
+                               const char *text)
+{
+    struct schizo_migrate_msg r = *req;
+
+    r.step = req->step | SM_REPLY;
+    r.status = status;
+    r.text = text;
+    (void) schizo_migrate_rml_move(ORTE_VPID_INVALID, &r);
+}
+
+/* Requests go to the side that owns the step; replies to mpirun's coordinator. */
+static void dispatch_move(const struct schizo_migrate_msg *m)
+{
+    if (m->step & SM_REPLY) {
+        schizo_migrate_move_reply(m);
+        return;
+    }
+    switch (m->step) {
+    case SM_INSPECT:
+    case SM_EVICT:
+    case SM_ROLLBACK:
+        schizo_migrate_detach_request(m);
+        break;
+    case SM_PREPARE:
+    case SM_ADOPT:
+    case SM_RESUME:
+    case SM_CANCEL:
+        schizo_migrate_adopt_request(m);
+        break;
+    case SM_MOVED:
+        schizo_migrate_map_moved(m);
+        break;
+    default:
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: unknown move step 0x%x: ignored",
+                             (unsigned) m->step);
+    }
+}
+
+static int recv_move(opal_buffer_t *b, orte_jobid_t job)
+{
+    struct schizo_migrate_msg m = { .job = job };
+    char *text = NULL;
+    int32_t n = 1;
+    int rc;
+
+    if (OPAL_SUCCESS == (rc = opal_dss.unpack(b, &m.step, &n, OPAL_INT32)) &&
+        OPAL_SUCCESS == (rc = opal_dss.unpack(b, &m.id, &n, OPAL_UINT32)) &&
+        OPAL_SUCCESS == (rc = opal_dss.unpack(b, &m.vpid, &n, ORTE_VPID)) &&
+        OPAL_SUCCESS == (rc = opal_dss.unpack(b, &m.daemon, &n, ORTE_VPID)) &&
+        OPAL_SUCCESS == (rc = opal_dss.unpack(b, &m.status, &n, OPAL_INT32)) &&
+        OPAL_SUCCESS == (rc = opal_dss.unpack(b, &text, &n, OPAL_STRING))) {
+        m.text = text ? text : "";
+        dispatch_move(&m);
+    }
+    free(text);
+    return rc;
+}
+
 static int recv_down(opal_buffer_t *b, orte_jobid_t job)
 {
     struct omig_ctl_hdr h;
@@ -239,6 +324,7 @@ static void recv_cb(int status, orte_process_name_t *sender, opal_buffer_t *b,
     case RML_REPLY: rc = recv_reply(b, job); break;
     case RML_HELLO: rc = recv_hello(b, job); break;
     case RML_GONE:  rc = recv_gone(b, job); break;
+    case RML_MOVE:  rc = recv_move(b, job); break;
     default:        rc = ORTE_ERR_BAD_PARAM; break;
     }
     if (OPAL_SUCCESS != rc) {

@@ -1,7 +1,7 @@
 /*
  * `ompi-migrate status [--job <mpirun pid>] [--json]`: the ranks of a job as mpirun's side-car
  * sees them: rank, node, pid, state (starting, ready, quiescing, quiesced, resuming, gone,
- * exited). Exit status 1 when no rank is connected to the control plane: such a job was
+ * exited, migrating). Exit status 1 when no rank is connected to the control plane: such a job was
  * started without --mca crcp migrate (or its ranks are still in MPI_Init), or is launching.
  */
 #include "config.h"

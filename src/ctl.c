@@ -26,8 +26,9 @@
 const char *omig_ctl_type_name(int type)
 {
     static const char *names[] = { "?", "HELLO", "QUIESCE", "QUIESCED", "RESUME", "RESUMED",
-                                   "ERROR", "STATUS" };
-    return (type > 0 && type <= OMIG_CTL_STATUS) ? names[type] : names[0];
+                                   "ERROR", "STATUS", "MIGRATE", "MIGRATED", "LEAVE", "LEFT",
+                                   "REJOIN" };
+    return (type > 0 && type <= OMIG_CTL_REJOIN) ? names[type] : names[0];
 }
 
 double omig_ctl_now_ms(void)

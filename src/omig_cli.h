@@ -4,6 +4,7 @@
 
 int omig_cmd_check(int argc, char **argv);
 int omig_cmd_image(int argc, char **argv);
+int omig_cmd_migrate(int argc, char **argv);
 int omig_cmd_mpirun_args(int argc, char **argv);
 int omig_cmd_quiesce(int argc, char **argv);
 int omig_cmd_resume(int argc, char **argv);

@@ -32,6 +32,12 @@ enum omig_ctl_type {
     OMIG_CTL_RESUMED = 5,   /* up: status 0 or error, payload = stats text */
     OMIG_CTL_ERROR = 6,     /* up: status = an omig_ctl_status, payload = message text */
     OMIG_CTL_STATUS = 7,    /* tool -> mpirun, and the reply: payload = rank table (below) */
+    OMIG_CTL_MIGRATE = 8,   /* tool -> mpirun: payload = "rank=R to=NODE" */
+    OMIG_CTL_MIGRATED = 9,  /* mpirun -> tool: payload = report "key=value ..." (below) */
+    OMIG_CTL_LEAVE = 10,    /* orted -> rank about to move: leave PMIx, close transports */
+    OMIG_CTL_LEFT = 11,     /* rank -> orted: status 0 (it may be dumped now) or error */
+    OMIG_CTL_REJOIN = 12,   /* orted -> moved rank (reserved, not sent yet): payload = its new
+                             * PMIx environment, NUL-separated "NAME=VALUE" strings */
 };
 
 /* Status codes the side-cars put in ERROR replies (ranks may send any non-zero value). */
@@ -44,12 +50,22 @@ enum omig_ctl_status {
     OMIG_CTL_EINVAL = 5,     /* malformed request (e.g. a rank that does not exist) */
     OMIG_CTL_ENOPLUGIN = 6,  /* no rank of the job speaks the protocol (no --mca crcp migrate) */
     OMIG_CTL_EPERM = 7,      /* peer is neither the job owner nor root */
+    OMIG_CTL_EROLLBACK = 8,  /* a migration failed; the rank runs on its original node again */
+    OMIG_CTL_ELOST = 9,      /* a migration failed and the rank could not be brought back */
 };
+
+/* MIGRATED payload: one line "key=value ..." with rank, from, to (node names), pid (after the
+ * move), and the phases in milliseconds: leave_ms (the rank leaving the runtime; 0 for a
+ * process without a control link), detach_ms, dump_ms, transfer_ms, restore_ms (CRIU restore
+ * and adoption up to SIGCONT), downtime_ms (frozen on the old node -> running on the new one,
+ * seen from mpirun), total_ms; bytes and files of the image. A failed migration is an ERROR
+ * whose message names the phase ("dump", "transfer", "restore", ...) and the cause. */
 
 /* STATUS reply payload: lines of text. The first line is a summary, then one line per rank:
  *   # job=<mpirun pid> ranks=<n> connected=<n that said HELLO and are still there>
  *   <rank> <node> <pid> <state>
- * state: starting (no HELLO yet), ready, quiescing, quiesced, resuming, gone, exited. */
+ * state: starting (no HELLO yet), ready, quiescing, quiesced, resuming, gone, exited,
+ * migrating (a move of the rank is in progress). */
 
 struct omig_ctl_hdr {
     uint32_t magic;

@@ -22,6 +22,7 @@ static const struct subcommand subcommands[] = {
     { "status", omig_cmd_status, "list the ranks of a running job: node, pid, state" },
     { "quiesce", omig_cmd_quiesce, "stop a job's ranks at a consistent cut (channels empty)" },
     { "resume", omig_cmd_resume, "let a quiesced job go on" },
+    { "migrate", omig_cmd_migrate, "move a rank of a running job to another node" },
 };
 
 static int usage(FILE *out)

@@ -1,0 +1,307 @@
+/*
+ * Dump, transfer and restore glue for the daemons: the blocking parts (CRIU, the image
+ * transfer) run in a helper thread each, so that the daemon's event loop keeps serving its
+ * other ranks, mpirun and the IOF meanwhile; the result is thread-shifted back into ORTE's
+ * event thread, where the caller's done() runs.
+ *
+ * Also here, because they travel with the images: the stdio keys of the rank and the manifest.
+ * ORTE gives a rank a pty for stdout and pipes for stderr (and stdin for the stdin target).
+ * Those belong to the old node's daemon and cannot move: the dump names them external
+ * (--external tty[rdev:dev]; pipes are external by nature), the new node's daemon makes new
+ * ones and hands them in with --inherit-fd KEY. The keys are read from /proc before the dump
+ * and written to the manifest (omig-manifest, "key=value" lines) in the image directory.
+ */
+#include "orte_config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "opal/mca/event/event.h"
+#include "orte/runtime/orte_globals.h"
+#include "orte/util/name_fns.h"
+#include "orte/util/proc_info.h"
+#include "orte/util/threads.h"
+
+#include "omig_criu.h"
+#include "omig_xfer.h"
+#include "schizo_migrate.h"
+#include "schizo_migrate_image.h"
+
+#define MANIFEST "omig-manifest"
+
+/* ------------------------------------------------------------------ directories */
+
+int schizo_migrate_image_dir(char *buf, size_t len, const orte_process_name_t *name,
+                             uint32_t id, const char *role)
+{
+    char dir[PATH_MAX];
+    int n, rc;
+
+    if (0 != (rc = omig_ctl_dir(dir, sizeof(dir)))) {
+        return rc;
+    }
+    /* The control directory exists (the node socket lives there) and is ours, 0700. */
+    n = snprintf(buf, len, "%s/images", dir);
+    if (n < 0 || (size_t) n >= len) {
+        return -ENAMETOOLONG;
+    }
+    if (mkdir(buf, 0700) < 0 && EEXIST != errno) {
+        return -errno;
+    }
+    /* Unique per daemon, so that two daemons sharing a /tmp never meet. */
+    n = snprintf(buf, len, "%s/images/%u-%u-r%u-m%u-%s", dir,
+                 (unsigned) ORTE_JOB_FAMILY(ORTE_PROC_MY_NAME->jobid),
+                 (unsigned) ORTE_PROC_MY_NAME->vpid, (unsigned) name->vpid, id, role);
+    if (n < 0 || (size_t) n >= len) {
+        return -ENAMETOOLONG;
+    }
+    if (mkdir(buf, 0700) < 0 && EEXIST != errno) {
+        return -errno;
+    }
+    return chmod(buf, 0700) < 0 ? -errno : 0;
+}
+
+/* Image directories are flat (what criu dump and the transfer write). */
+void schizo_migrate_image_remove(const char *dir)
+{
+    DIR *d;
+    struct dirent *e;
+
+    if (NULL == dir || '\0' == dir[0] || NULL == (d = opendir(dir))) {
+        return;
+    }
+    while (NULL != (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            (void) unlinkat(dirfd(d), e->d_name, 0);
+        }
+    }
+    closedir(d);
+    (void) rmdir(dir);
+}
+
+/* ------------------------------------------------------------------ stdio keys */
+
+/* CRIU's names: "pipe:[INODE]" as /proc shows it, "tty[RDEV:DEV]" in hex (criu/tty.c). */
+static int fd_key(pid_t pid, int fd, char *key, size_t len)
+{
+    char path[64], link[128];
+    struct stat sb;
+    ssize_t n;
+
+    key[0] = '\0';
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int) pid, fd);
+    if ((n = readlink(path, link, sizeof(link) - 1)) < 0) {
+        return ENOENT == errno ? 0 : -errno;     /* closed: nothing to replace */
+    }
+    link[n] = '\0';
+    if (0 == strncmp(link, "pipe:[", 6)) {
+        snprintf(key, len, "%s", link);
+        return 0;
+    }
+    if (stat(path, &sb) < 0) {
+        return -errno;
+    }
+    if (S_ISCHR(sb.st_mode) && 0 == strncmp(link, "/dev/pts/", 9)) {
+        snprintf(key, len, "tty[%llx:%llx]", (unsigned long long) sb.st_rdev,
+                 (unsigned long long) sb.st_dev);
+    }
+    return 0;      /* anything else (/dev/null, a file) is restored by CRIU as it is */
+}
+
+int schizo_migrate_image_stdio_probe(pid_t pid, struct schizo_migrate_stdio *io)
+{
+    int rc;
+
+    for (int fd = 0; fd < 3; fd++) {
+        if (0 != (rc = fd_key(pid, fd, io->key[fd], sizeof(io->key[fd])))) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ manifest */
+
+int schizo_migrate_image_manifest_write(const char *dir, const struct schizo_migrate_manifest *m)
+{
+    char path[PATH_MAX];
+    FILE *f;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, MANIFEST);
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0) {
+        return -errno;
+    }
+    if (NULL == (f = fdopen(fd, "w"))) {
+        close(fd);
+        return -ENOMEM;
+    }
+    fprintf(f, "# ompi-migrate image manifest 1\n"
+               "job=%s rank=%u pid=%d start=%llu node=%s\n"
+               "fd0=%s\nfd1=%s\nfd2=%s\n", ORTE_JOBID_PRINT(m->name.jobid),
+            (unsigned) m->name.vpid, (int) m->pid, m->start, orte_process_info.nodename,
+            m->io.key[0][0] ? m->io.key[0] : "-", m->io.key[1][0] ? m->io.key[1] : "-",
+            m->io.key[2][0] ? m->io.key[2] : "-");
+    return 0 == fclose(f) ? 0 : -EIO;
+}
+
+int schizo_migrate_image_manifest_read(const char *dir, struct schizo_migrate_manifest *m)
+{
+    char path[PATH_MAX], text[1024], name[8];
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, MANIFEST);
+    if (NULL == (f = fopen(path, "re"))) {
+        return -errno;
+    }
+    n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    m->pid = (pid_t) schizo_migrate_kv_num(text, "pid", -1);
+    m->start = (unsigned long long) schizo_migrate_kv_num(text, "start", 0);
+    for (int fd = 0; fd < 3; fd++) {
+        snprintf(name, sizeof(name), "fd%d", fd);
+        if (0 != schizo_migrate_kv(text, name, m->io.key[fd], sizeof(m->io.key[fd])) ||
+            0 == strcmp(m->io.key[fd], "-")) {
+            m->io.key[fd][0] = '\0';
+        }
+    }
+    return m->pid > 0 ? 0 : -EINVAL;
+}
+
+/* ------------------------------------------------------------------ helper threads */
+
+static double elapsed_ms(double t0)
+{
+    return omig_ctl_now_ms() - t0;
+}
+
+static void back_in_event_thread(int fd, short flags, void *arg)
+{
+    struct schizo_migrate_work *w = arg;
+
+    (void) fd; (void) flags;
+    ORTE_ACQUIRE_OBJECT(w);
+    w->done(w);
+}
+
+/* Dump (CRIU kills the rank at the end: the image is the rank now), then, unless a
+ * destination is missing or the dump failed, send the images. */
+static void do_dump_send(struct schizo_migrate_work *w)
+{
+    const char *external[4] = { NULL };
+    char why[sizeof(w->err) - 16];
+    int n = 0;
+    double t0 = omig_ctl_now_ms();
+
+    for (int fd = 0; fd < 3; fd++) {
+        if (0 == strncmp(w->io.key[fd], "tty[", 4)) {
+            external[n++] = w->io.key[fd];
+        }
+    }
+    struct omig_dump_opts d = {
+        .pid = w->pid, .image_dir = w->dir, .shell_job = 1, .tcp_established = 1,
+        .network_lock_nftables = 1, .external = external,
+    };
+    if (w->fail_dump) {
+        snprintf(w->err, sizeof(w->err), "dump: failed on purpose (schizo_migrate_fail)");
+        return;
+    }
+    if (0 != omig_criu_dump(&d, why, sizeof(why))) {
+        snprintf(w->err, sizeof(w->err), "dump: %s", why);
+        return;
+    }
+    w->dump_ms = elapsed_ms(t0);
+    w->dumped = true;
+    if (w->fail_transfer) {
+        snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
+        return;
+    }
+    t0 = omig_ctl_now_ms();
+    /* The receiver listens since PREPARE: a refused connection is no startup race to wait
+     * out, but a receiver that is gone (its daemon ending): do not insist. */
+    if (0 != omig_xfer_send(w->dir, w->addr, w->port, 2000, &w->st, why, sizeof(why))) {
+        snprintf(w->err, sizeof(w->err), "transfer: %s", why);
+        return;
+    }
+    w->transfer_ms = elapsed_ms(t0);
+    w->rc = 0;
+}
+
+static void do_recv(struct schizo_migrate_work *w)
+{
+    w->rc = omig_xfer_recv(w->lfd, w->dir, w->timeout_ms, &w->st, w->err, sizeof(w->err));
+}
+
+/* Restored stopped, as a child of this daemon (CRIU's sibling): the daemon registers its
+ * tracker and sets up its output before anything can run. */
+static void do_restore(struct schizo_migrate_work *w)
+{
+    double t0 = omig_ctl_now_ms();
+    struct omig_restore_opts r = {
+        .image_dir = w->dir, .detached = 1, .restore_sibling = 1, .leave_stopped = 1,
+        .shell_job = 1, .tcp_established = 1, .network_lock_nftables = 1,
+        .inherit_fds = w->inherit, .n_inherit_fds = w->n_inherit,
+    };
+
+    if (w->fail_restore) {
+        snprintf(w->err, sizeof(w->err), "failed on purpose (schizo_migrate_fail)");
+        w->rc = -1;
+        return;
+    }
+    w->pid = omig_criu_restore(&r, w->err, sizeof(w->err));
+    w->rc = w->pid > 0 ? 0 : -1;
+    w->restore_ms = elapsed_ms(t0);
+}
+
+static void *work_main(void *arg)
+{
+    struct schizo_migrate_work *w = arg;
+
+    switch (w->kind) {
+    case SM_WORK_DUMP_SEND: do_dump_send(w); break;
+    case SM_WORK_RECV:      do_recv(w); break;
+    case SM_WORK_RESTORE:   do_restore(w); break;
+    }
+    __atomic_store_n(&w->finished, 1, __ATOMIC_RELEASE);
+    ORTE_THREADSHIFT(w, orte_event_base, back_in_event_thread, ORTE_MSG_PRI);
+    return NULL;
+}
+
+bool schizo_migrate_image_wait(struct schizo_migrate_work *w, int ms)
+{
+    for (; ms > 0 && !__atomic_load_n(&w->finished, __ATOMIC_ACQUIRE); ms -= 10) {
+        usleep(10000);
+    }
+    return __atomic_load_n(&w->finished, __ATOMIC_ACQUIRE);
+}
+
+int schizo_migrate_image_start(struct schizo_migrate_work *w)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    int rc;
+
+    w->rc = -1;
+    w->err[0] = '\0';
+    w->finished = 0;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&tid, &attr, work_main, w);
+    pthread_attr_destroy(&attr);
+    if (0 != rc) {
+        snprintf(w->err, sizeof(w->err), "cannot start a helper thread: %s", strerror(rc));
+        return -rc;
+    }
+    return 0;
+}

@@ -1,0 +1,77 @@
+/*
+ * Dump/transfer/restore glue (schizo_migrate_image.c): work items run in a helper thread, the
+ * stdio keys of a rank and the manifest kept with its images.
+ */
+#ifndef SCHIZO_MIGRATE_IMAGE_H
+#define SCHIZO_MIGRATE_IMAGE_H
+
+#include "orte_config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "opal/mca/event/event.h"
+#include "orte/types.h"
+
+#include "omig_criu.h"
+#include "omig_xfer.h"
+
+/* CRIU's names of what fds 0, 1, 2 of the rank are ("" for anything CRIU restores by
+ * itself, such as /dev/null). */
+struct schizo_migrate_stdio {
+    char key[3][64];
+};
+
+struct schizo_migrate_manifest {
+    orte_process_name_t name;
+    pid_t pid;
+    unsigned long long start;     /* /proc/PID/stat start time: pid + start = one process */
+    struct schizo_migrate_stdio io;
+};
+
+enum schizo_migrate_work_kind { SM_WORK_DUMP_SEND, SM_WORK_RECV, SM_WORK_RESTORE };
+
+/* One blocking job for a helper thread. Inputs are set by the caller, outputs by the thread;
+ * done() runs in ORTE's event thread afterwards. The owner keeps it alive until then. */
+struct schizo_migrate_work {
+    opal_event_t ev;
+    enum schizo_migrate_work_kind kind;
+    void (*done)(struct schizo_migrate_work *w);
+    void *owner;
+    /* inputs */
+    char dir[4096];
+    pid_t pid;                          /* DUMP_SEND: the rank */
+    struct schizo_migrate_stdio io;     /* DUMP_SEND: its ttys are external */
+    char addr[64];                      /* DUMP_SEND: the receiver */
+    uint16_t port;
+    int lfd;                            /* RECV: listening socket */
+    int timeout_ms;                     /* RECV: wait for the sender */
+    struct omig_inherit_fd inherit[3];  /* RESTORE: new stdio */
+    size_t n_inherit;
+    bool fail_dump, fail_transfer, fail_restore;    /* tests: schizo_migrate_fail */
+    /* outputs */
+    int rc;                             /* 0 or -1 with err ("PHASE: why" for DUMP_SEND) */
+    char err[1024];
+    bool dumped;                        /* DUMP_SEND: CRIU wrote the image (the rank is dead) */
+    double dump_ms, transfer_ms, restore_ms;
+    struct omig_xfer_stats st;
+    volatile int finished;              /* set by the thread before the thread-shift: finalize,
+                                         * when the event loop is gone, polls it */
+};
+
+int schizo_migrate_image_start(struct schizo_migrate_work *w);
+/* Finalize only (no event loop any more): wait up to ms for the helper thread's end. */
+bool schizo_migrate_image_wait(struct schizo_migrate_work *w, int ms);
+
+/* <control dir>/images/<family>-<daemon>-r<rank>-m<move>-<role>, created 0700. */
+int schizo_migrate_image_dir(char *buf, size_t len, const orte_process_name_t *name,
+                             uint32_t id, const char *role);
+void schizo_migrate_image_remove(const char *dir);
+
+int schizo_migrate_image_stdio_probe(pid_t pid, struct schizo_migrate_stdio *io);
+int schizo_migrate_image_manifest_write(const char *dir,
+                                        const struct schizo_migrate_manifest *m);
+int schizo_migrate_image_manifest_read(const char *dir, struct schizo_migrate_manifest *m);
+
+#endif

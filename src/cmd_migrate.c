@@ -1,0 +1,254 @@
+/*
+ * `ompi-migrate migrate --job <mpirun pid> --rank R --to NODE [--json] [--timeout SEC]`
+ *
+ * Moves one rank of a running job to another node of the job: mpirun's side-car checks the
+ * request before touching anything, then the rank's daemon dumps it with CRIU, the images go
+ * to the target node's daemon over the network, which restores and adopts it. A failure before
+ * the rank runs on the target puts it back where it was; the error names the phase and cause.
+ * The report gives each phase's duration: leave (an MPI rank leaving the runtime), detach,
+ * dump, transfer, restore (CRIU restore and adoption), downtime (frozen -> running again).
+ * Exit status: 0 moved; 1 refused or failed (the rank runs where it did); 2 usage; 3 the rank
+ * was lost (the move failed and it could not be brought back).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "omig_cli.h"
+#include "omig_ctl.h"
+#include "omig_log.h"
+
+/* mpirun waits up to schizo_migrate_timeout (30 s) for short phases and
+ * schizo_migrate_move_timeout (300 s) for each of dump+transfer, restore and a rollback:
+ * wait longer, so that its answer, naming the phase, arrives first. */
+#define DEFAULT_TIMEOUT_S 1200
+
+/* Fields of the report, in the order they are printed. */
+static const char *const report_keys[] = { "leave_ms", "detach_ms", "dump_ms", "transfer_ms",
+                                           "restore_ms", "downtime_ms", "total_ms", "bytes",
+                                           "files", NULL };
+
+struct migrate_opts {
+    pid_t job;
+    long rank;
+    const char *to;
+    int json;
+    int timeout_s;
+};
+
+static int usage(FILE *out)
+{
+    fprintf(out, "usage: ompi-migrate migrate [--job <mpirun pid>] --rank R --to NODE [--json] "
+                 "[--timeout SEC]\n"
+                 "  Move rank R of the job to node NODE (a node of the job), while it runs.\n"
+                 "  --job may be omitted when exactly one job of yours runs with the plugin.\n");
+    return out == stdout ? 0 : 2;
+}
+
+static long parse_num(const char *s)
+{
+    char *end;
+    long v;
+
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+    errno = 0;
+    v = strtol(s, &end, 10);
+    return (0 != errno || *end || v > INT_MAX) ? -1 : v;
+}
+
+/* A node name as hostfiles have them: no blanks, no '=', not empty. */
+static int node_ok(const char *s)
+{
+    return s[0] && strlen(s) < 128 && !strpbrk(s, " \t\n=");
+}
+
+static int parse_args(int argc, char **argv, struct migrate_opts *o)
+{
+    static const struct option longopts[] = {
+        { "job", required_argument, NULL, 'j' }, { "rank", required_argument, NULL, 'r' },
+        { "to", required_argument, NULL, 't' }, { "json", no_argument, NULL, 'J' },
+        { "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 } };
+    long v;
+    int c;
+
+    optind = 1;
+    while (-1 != (c = getopt_long(argc, argv, "j:r:t:h", longopts, NULL))) {
+        switch (c) {
+        case 'j':
+            if ((v = parse_num(optarg)) <= 0) {
+                omig_err("--job wants the pid of mpirun, not '%s'", optarg);
+                return 2;
+            }
+            o->job = (pid_t) v;
+            break;
+        case 'r':
+            if ((o->rank = parse_num(optarg)) < 0) {
+                omig_err("--rank wants a rank number, not '%s'", optarg);
+                return 2;
+            }
+            break;
+        case 't':
+            if (!node_ok(optarg)) {
+                omig_err("--to wants a node name as in the job's hostfile, not '%s'", optarg);
+                return 2;
+            }
+            o->to = optarg;
+            break;
+        case 'J': o->json = 1; break;
+        case 'T':
+            if ((v = parse_num(optarg)) <= 0 || v > INT_MAX / 1000) {
+                omig_err("--timeout wants seconds, not '%s'", optarg);
+                return 2;
+            }
+            o->timeout_s = (int) v;
+            break;
+        case 'h': return usage(stdout) - 1;     /* -1: stop, exit 0 */
+        default:  return usage(stderr);
+        }
+    }
+    if (optind < argc) {
+        omig_err("unexpected argument '%s'", argv[optind]);
+        return usage(stderr);
+    }
+    if (o->rank < 0 || NULL == o->to) {
+        omig_err("which rank to which node? (--rank R --to NODE)");
+        return usage(stderr);
+    }
+    return 0;
+}
+
+/* The value of key in "k=v ..." text, as a pointer into a static buffer ("" if absent). */
+static const char *field(const char *text, const char *key)
+{
+    static char buf[256];
+    size_t klen = strlen(key);
+
+    buf[0] = '\0';
+    for (const char *p = text; p && *p; p += strcspn(p, " \n"), p += strspn(p, " \n")) {
+        if (0 == strncmp(p, key, klen) && '=' == p[klen]) {
+            snprintf(buf, sizeof(buf), "%.*s", (int) strcspn(p + klen + 1, " \n"),
+                     p + klen + 1);
+            break;
+        }
+    }
+    return buf;
+}
+
+static void json_field(const char *text, const char *key, int quoted)
+{
+    const char *v = field(text, key);
+
+    printf(",\"%s\":", key);
+    if (quoted) {
+        omig_ctl_json_string(stdout, v);
+    } else {
+        omig_ctl_json_value(stdout, v[0] ? v : "null");
+    }
+}
+
+static void print_success(const struct migrate_opts *o, const char *report, double tool_ms)
+{
+    if (o->json) {
+        printf("{\"job\":%ld,\"rank\":%ld", (long) o->job, o->rank);
+        json_field(report, "from", 1);
+        json_field(report, "to", 1);
+        json_field(report, "pid", 0);
+        for (int i = 0; report_keys[i]; i++) {
+            json_field(report, report_keys[i], 0);
+        }
+        printf(",\"tool_ms\":%.3f,\"ok\":true}\n", tool_ms);
+        return;
+    }
+    char v[16][64];
+    const char *keys[] = { "from", "to", "pid", "leave_ms", "detach_ms", "dump_ms",
+                           "transfer_ms", "bytes", "restore_ms", "downtime_ms", "total_ms" };
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        snprintf(v[i], sizeof(v[i]), "%s", field(report, keys[i]));  /* field() reuses one buffer */
+    }
+    printf("job %ld: rank %ld moved from %s to %s (pid %s)\n", (long) o->job, o->rank, v[0],
+           v[1], v[2]);
+    printf("  leave %s ms, detach %s ms, dump %s ms, transfer %s ms (%s bytes), restore %s ms;"
+           " downtime %s ms, total %s ms\n", v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
+}
+
+/* mpirun's ERROR payload: the message, then a line "phase=.. from=.. to=..". */
+static void print_error(const struct migrate_opts *o, int status, const char *msg)
+{
+    const char *detail = strchr(msg, '\n');
+    int mlen = detail ? (int) (detail - msg) : (int) strlen(msg);
+
+    if (o->json) {
+        if (o->job > 0) {
+            printf("{\"job\":%ld,\"rank\":%ld", (long) o->job, o->rank);
+        } else {
+            printf("{\"job\":null,\"rank\":%ld", o->rank);
+        }
+        printf(",\"from\":");
+        omig_ctl_json_string(stdout, detail ? field(detail + 1, "from") : "");
+        printf(",\"to\":");
+        omig_ctl_json_string(stdout, o->to);
+        printf(",\"phase\":");
+        omig_ctl_json_string(stdout, detail ? field(detail + 1, "phase") : "connect");
+        printf(",\"ok\":false,\"status\":%d,\"rolled_back\":%s,\"lost\":%s,\"error\":", status,
+               OMIG_CTL_EROLLBACK == status ? "true" : "false",
+               OMIG_CTL_ELOST == status ? "true" : "false");
+        char *m = strndup(msg, (size_t) mlen);
+        omig_ctl_json_string(stdout, m ? m : "");
+        free(m);
+        printf("}\n");
+    }
+    omig_err("%.*s", mlen, msg);
+}
+
+int omig_cmd_migrate(int argc, char **argv)
+{
+    struct migrate_opts o = { .rank = -1, .timeout_s = DEFAULT_TIMEOUT_S };
+    struct omig_ctl_hdr h;
+    char err[1024], request[192], *reply = NULL;
+    double t0;
+    ssize_t n;
+    int fd, rc;
+
+    if (0 != (rc = parse_args(argc, argv, &o))) {
+        return rc < 0 ? 0 : rc;
+    }
+    if ((fd = omig_ctl_open_job(&o.job, err, sizeof(err))) < 0) {
+        print_error(&o, OMIG_CTL_EGONE, err);
+        return 1;
+    }
+    snprintf(request, sizeof(request), "rank=%ld to=%s", o.rank, o.to);
+    t0 = omig_ctl_now_ms();
+    n = omig_ctl_call(fd, OMIG_CTL_MIGRATE, request, strlen(request), &h, &reply,
+                      o.timeout_s * 1000);
+    close(fd);
+    if (n < 0) {
+        if (-ETIMEDOUT == n) {
+            snprintf(err, sizeof(err), "no answer from mpirun %ld within %d s: the migration "
+                     "may still be going on (see `ompi-migrate status`, or raise --timeout)",
+                     (long) o.job, o.timeout_s);
+        } else {
+            snprintf(err, sizeof(err), "lost the connection to mpirun %ld (%s): the job may "
+                     "have ended", (long) o.job, strerror((int) -n));
+        }
+        print_error(&o, OMIG_CTL_ETIMEDOUT, err);
+        return 1;
+    }
+    if (OMIG_CTL_MIGRATED != h.type || 0 != h.status) {
+        print_error(&o, h.status ? h.status : OMIG_CTL_EFAIL, reply ? reply : "failed");
+        free(reply);
+        return OMIG_CTL_ELOST == h.status ? 3 : 1;
+    }
+    print_success(&o, reply, omig_ctl_now_ms() - t0);
+    free(reply);
+    return 0;
+}
