@@ -51,19 +51,6 @@ static int usage(FILE *out)
     return out == stdout ? 0 : 2;
 }
 
-static long parse_num(const char *s)
-{
-    char *end;
-    long v;
-
-    if (*s < '0' || *s > '9') {
-        return -1;
-    }
-    errno = 0;
-    v = strtol(s, &end, 10);
-    return (0 != errno || *end || v > INT_MAX) ? -1 : v;
-}
-
 /* A node name as hostfiles have them: no blanks, no '=', not empty. */
 static int node_ok(const char *s)
 {
@@ -84,14 +71,14 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
     while (-1 != (c = getopt_long(argc, argv, "j:r:t:h", longopts, NULL))) {
         switch (c) {
         case 'j':
-            if ((v = parse_num(optarg)) <= 0) {
+            if ((v = omig_parse_arg(optarg)) <= 0) {
                 omig_err("--job wants the pid of mpirun, not '%s'", optarg);
                 return 2;
             }
             o->job = (pid_t) v;
             break;
         case 'r':
-            if ((o->rank = parse_num(optarg)) < 0) {
+            if ((o->rank = omig_parse_arg(optarg)) < 0) {
                 omig_err("--rank wants a rank number, not '%s'", optarg);
                 return 2;
             }
@@ -105,7 +92,7 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
             break;
         case 'J': o->json = 1; break;
         case 'T':
-            if ((v = parse_num(optarg)) <= 0 || v > INT_MAX / 1000) {
+            if ((v = omig_parse_arg(optarg)) <= 0 || v > INT_MAX / 1000) {
                 omig_err("--timeout wants seconds, not '%s'", optarg);
                 return 2;
             }

@@ -48,24 +48,6 @@ static int usage(const char *cmd, FILE *out)
     return out == stdout ? 0 : 2;
 }
 
-/* Positive decimal pid or rank; -1 if malformed. */
-static long parse_num(const char *s, const char **end)
-{
-    char *e;
-    long v;
-
-    if (*s < '0' || *s > '9') {
-        return -1;
-    }
-    errno = 0;
-    v = strtol(s, &e, 10);
-    if (0 != errno || v > INT32_MAX) {
-        return -1;
-    }
-    *end = e;
-    return v;
-}
-
 /* "1,4,6-8" -> int32 list. */
 static int parse_ranks(const char *arg, struct request_opts *o)
 {
@@ -73,11 +55,11 @@ static int parse_ranks(const char *arg, struct request_opts *o)
     long a, b;
 
     while (*p) {
-        if ((a = parse_num(p, &p)) < 0) {
+        if ((a = omig_parse_num(p, &p)) < 0) {
             return -1;
         }
         b = a;
-        if ('-' == *p && (b = parse_num(p + 1, &p)) < a) {
+        if ('-' == *p && (b = omig_parse_num(p + 1, &p)) < a) {
             return -1;
         }
         for (long r = a; r <= b; r++) {
@@ -113,7 +95,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct request_opt
     while (-1 != (c = getopt_long(argc, argv, "j:r:t:h", longopts, NULL))) {
         switch (c) {
         case 'j':
-            if ((v = parse_num(optarg, &end)) <= 0 || *end) {
+            if ((v = omig_parse_num(optarg, &end)) <= 0 || *end) {
                 omig_err("--job wants the pid of mpirun, not '%s'", optarg);
                 return 2;
             }
@@ -127,7 +109,7 @@ static int parse_args(const char *cmd, int argc, char **argv, struct request_opt
             break;
         case 'J': o->json = 1; break;
         case 't':
-            if ((v = parse_num(optarg, &end)) <= 0 || *end || v > INT_MAX / 1000) {
+            if ((v = omig_parse_num(optarg, &end)) <= 0 || *end || v > INT_MAX / 1000) {
                 omig_err("--timeout wants seconds, not '%s'", optarg);
                 return 2;
             }

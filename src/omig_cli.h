@@ -10,4 +10,9 @@ int omig_cmd_quiesce(int argc, char **argv);
 int omig_cmd_resume(int argc, char **argv);
 int omig_cmd_status(int argc, char **argv);
 
+/* Non-negative decimal pid, rank or count at s, up to *end; -1 if malformed (cli.c). */
+long omig_parse_num(const char *s, const char **end);
+/* The same for a whole argument: -1 unless all of s is the number. */
+long omig_parse_arg(const char *s);
+
 #endif

@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -81,11 +82,13 @@ static double now(void)
     return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }
 
-static int send_all(int fd, const void *buf, size_t n)
+/* All n bytes to a socket (no SIGPIPE: the library leaves signal handling to its caller) or to
+ * a file. */
+static int put_all(int fd, const void *buf, size_t n, bool sock)
 {
     const char *p = buf;
     while (n > 0) {
-        ssize_t k = send(fd, p, n, MSG_NOSIGNAL);
+        ssize_t k = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
         if (k < 0 && EINTR == errno) {
             continue;
         }
@@ -96,6 +99,11 @@ static int send_all(int fd, const void *buf, size_t n)
         n -= (size_t) k;
     }
     return 0;
+}
+
+static int send_all(int fd, const void *buf, size_t n)
+{
+    return put_all(fd, buf, n, true);
 }
 
 /* The kernel passes page-cache pages to TCP without a copy into the socket. */
@@ -134,19 +142,7 @@ static int recv_all(int fd, void *buf, size_t n)
 
 static int write_all(int fd, const void *buf, size_t n)
 {
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0 && EINTR == errno) {
-            continue;
-        }
-        if (k <= 0) {
-            return -1;
-        }
-        p += k;
-        n -= (size_t) k;
-    }
-    return 0;
+    return put_all(fd, buf, n, false);
 }
 
 /* Small messages (headers, checksums) must not wait for ACKs (Nagle); big ones are big. */

@@ -25,6 +25,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "pattern.h"
+
 static volatile sig_atomic_t verify_requested;
 
 static void on_usr1(int sig)
@@ -33,20 +35,6 @@ static void on_usr1(int sig)
     verify_requested = 1;
 }
 
-/* splitmix64: a cheap, well-mixed value per word, so a moved or stale page cannot match. */
-static uint64_t pattern(uint64_t seed, uint64_t i)
-{
-    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t fold(uint64_t sum, uint64_t w)
-{
-    sum = (sum ^ w) * 0x100000001b3ULL;
-    return sum ^ (sum >> 32);
-}
 
 static void write_file(const char *path, const char *text)
 {

@@ -1,0 +1,33 @@
+/* Argument parsing shared by the subcommands. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "omig_cli.h"
+
+long omig_parse_num(const char *s, const char **end)
+{
+    char *e;
+    long v;
+
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+    errno = 0;
+    v = strtol(s, &e, 10);
+    if (0 != errno || v > INT32_MAX) {
+        return -1;
+    }
+    *end = e;
+    return v;
+}
+
+long omig_parse_arg(const char *s)
+{
+    const char *end;
+    long v = omig_parse_num(s, &end);
+
+    return (v < 0 || *end) ? -1 : v;
+}
