@@ -46,7 +46,8 @@ static void reg_int(const char *name, const char *help, int *storage, int level)
 static int crcp_migrate_register(void)
 {
     reg_int("verbose", "Verbosity of the migrate crcp component (0: errors only, 1: abandoned "
-            "quiesces and lost control links, 10: enabling and phases)",
+            "quiesces and lost control links, 10: enabling and phases, 20: after each quiet "
+            "phase, what the transports hold for every relevant peer)",
             &mca_crcp_migrate_params.verbose,
             OPAL_INFO_LVL_9);
     reg_int("priority", "Selection priority of the migrate crcp component",

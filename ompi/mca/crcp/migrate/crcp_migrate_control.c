@@ -28,9 +28,10 @@ static void reply_quiesced(const struct omig_ctl_hdr *cmd, int rc,
 {
     char text[256];
     int len = snprintf(text, sizeof(text),
-                       "cut_ms=%.3f exchange_ms=%.3f drain_ms=%.3f quiesce_ms=%.3f drained=%lld",
-                       st->cut_ms, st->exchange_ms, st->drain_ms, st->total_ms,
-                       (long long) st->drained);
+                       "cut_ms=%.3f exchange_ms=%.3f drain_ms=%.3f quiet_ms=%.3f quiesce_ms=%.3f "
+                       "drained=%lld quiet_rounds=%d quiet_bytes=%lld", st->cut_ms,
+                       st->exchange_ms, st->drain_ms, st->quiet_ms, st->total_ms,
+                       (long long) st->drained, st->quiet_rounds, (long long) st->quiet_bytes);
 
     omig_ctl_send(ctl_fd, OMIG_CTL_QUIESCED, cmd->epoch, crcp_migrate_state.me, rc, text, len);
 }

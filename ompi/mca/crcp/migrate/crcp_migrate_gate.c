@@ -1,6 +1,9 @@
 /*
  * The cut: after gate_close(), no new send that involves a quiescing rank is posted until
- * gate_open(). A held thread keeps progressing (so the drain it may be waiting on advances).
+ * gate_open(), and no receive that could match one of its messages (a receive from it, or a
+ * wildcard receive while any gate is closed): matching a parked rendezvous would start a
+ * transfer after the channels were found quiet. A held thread keeps progressing (so the drain
+ * it may be waiting on advances).
  *
  * A send passes the gate as: inflight++, check gating, post, count, inflight--. The closer sets
  * gating and then waits for inflight == 0: every send that saw the gate open is then posted
@@ -20,10 +23,14 @@ volatile int32_t crcp_migrate_inflight = 0;
 __thread int crcp_migrate_nest __attribute__((tls_model("initial-exec"))) = 0;
 
 static volatile bool gate_all = false;   /* I am quiescing myself: hold every send */
+static volatile bool gate_any = false;   /* some gate is closed: hold wildcard receives */
 static volatile uint8_t *gated = NULL;   /* per world rank: sends to it are held */
 
 bool crcp_migrate_gate_holds(int peer)
 {
+    if (CRCP_MIGRATE_ANY_PEER == peer) {
+        return gate_any;
+    }
     return gate_all || (peer >= 0 && gated[peer]);
 }
 
@@ -52,11 +59,13 @@ int crcp_migrate_gate_close(const int *ranks, int nranks, double deadline_ms)
     }
     memset((void *) gated, 0, crcp_migrate_state.nprocs);
     gate_all = (0 == nranks);
+    gate_any = gate_all;
     for (int i = 0; i < nranks; i++) {
         if (ranks[i] == me) {
-            gate_all = true;
+            gate_all = gate_any = true;
         } else if (ranks[i] >= 0 && ranks[i] < crcp_migrate_state.nprocs) {
             gated[ranks[i]] = 1;
+            gate_any = true;
         }
     }
     opal_atomic_wmb();

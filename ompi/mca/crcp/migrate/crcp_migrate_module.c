@@ -48,13 +48,24 @@ static int enable(void)
     int rc = crcp_migrate_peer_init(ompi_comm_size(world), ompi_comm_rank(world));
 
     if (OMPI_SUCCESS == rc) {
+        rc = crcp_migrate_followup_init(ompi_comm_size(world));
+    }
+    if (OMPI_SUCCESS == rc) {
         rc = ompi_comm_dup(world, &crcp_migrate_state.comm);
+    }
+    if (OMPI_SUCCESS == rc) {
+        rc = crcp_migrate_transport_init();
+    }
+    if (OMPI_SUCCESS == rc) {
+        rc = crcp_migrate_parked_init();   /* lists the communicators that exist so far */
     }
     if (OMPI_SUCCESS != rc) {
         return rc;
     }
     crcp_migrate_state.pml = mca_pml;
     crcp_migrate_send_wrap(&mca_pml);
+    crcp_migrate_recv_wrap(&mca_pml);
+    crcp_migrate_parked_wrap(&mca_pml);
     crcp_migrate_arrival_wrap();
     /* Peers may send as soon as their MPI_Init returns: nobody returns before all wrapped. */
     rc = barrier(crcp_migrate_state.comm);
@@ -72,6 +83,8 @@ static void disable(void)
     if (NULL != crcp_migrate_state.comm) {
         ompi_comm_free(&crcp_migrate_state.comm);
     }
+    crcp_migrate_parked_fini();
+    crcp_migrate_followup_fini();
     crcp_migrate_peer_fini();
 }
 

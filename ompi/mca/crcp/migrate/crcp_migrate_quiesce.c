@@ -1,10 +1,16 @@
 /*
  * CoCheck-style quiesce, run by the control thread while the application goes on:
- *   1. cut:      hold new sends that involve a quiescing rank (crcp_migrate_gate.c)
+ *   1. cut:      hold new sends that involve a quiescing rank, and receives that could match
+ *                one of its messages (crcp_migrate_gate.c)
  *   2. bookmark: every rank tells each relevant peer how many messages it sent to it
  *   3. drain:    progress until every message sent before the cut has arrived here
+ *   4. quiet:    progress until no transfer moves between relevant pairs any more, agreed by
+ *                both ranks of each pair (crcp_migrate_quiet.c)
  * After it, each message issued before the cut sits in its receiver's memory (matched, or in
- * ob1's unexpected queue), so a CRIU image of the receiver carries it: nothing to replay.
+ * ob1's unexpected queue), so a CRIU image of the receiver carries it: nothing to replay; and
+ * no byte of a rendezvous already under way is in flight or queued in either direction, so
+ * the transports between the pair can be closed. A rendezvous whose first fragment is parked
+ * unmatched stays parked: nothing moves until a receive matches it, after the resume.
  * A pair of ranks is relevant when either of them is quiescing (all pairs when all are).
  */
 #include "ompi_config.h"
@@ -18,7 +24,7 @@
 
 #define BOOKMARK_TAG_BASE 17000   /* tags on our private communicator only */
 
-static bool relevant(int peer, const int *ranks, int nranks)
+bool crcp_migrate_relevant(int peer, const int *ranks, int nranks)
 {
     if (0 == nranks || peer == crcp_migrate_state.me) {
         return peer != crcp_migrate_state.me;
@@ -33,7 +39,7 @@ static bool relevant(int peer, const int *ranks, int nranks)
 
 /* Wait for `n` requests, progressing; false on timeout (the requests are then freed and
  * complete in the background: their epoch tag keeps them from matching a later exchange). */
-static bool wait_until(ompi_request_t **reqs, int n, double deadline)
+bool crcp_migrate_wait_all(ompi_request_t **reqs, int n, double deadline)
 {
     int done = 0;
 
@@ -65,7 +71,7 @@ static int exchange_bookmarks(int64_t *expected, const int *ranks, int nranks, i
         return OMPI_ERR_OUT_OF_RESOURCE;
     }
     for (int j = 0; j < s->nprocs && OMPI_SUCCESS == rc; j++) {
-        if (!relevant(j, ranks, nranks)) {
+        if (!crcp_migrate_relevant(j, ranks, nranks)) {
             continue;
         }
         mine[j] = s->sent[j];
@@ -75,7 +81,7 @@ static int exchange_bookmarks(int64_t *expected, const int *ranks, int nranks, i
                                   s->comm, &reqs[n++]);
         }
     }
-    if (OMPI_SUCCESS == rc && !wait_until(reqs, n, deadline)) {
+    if (OMPI_SUCCESS == rc && !crcp_migrate_wait_all(reqs, n, deadline)) {
         rc = OMPI_ERR_TIMEOUT;
     }
     free(reqs);
@@ -88,7 +94,7 @@ static int exchange_bookmarks(int64_t *expected, const int *ranks, int nranks, i
 static bool drained(const int64_t *expected, const int *ranks, int nranks, int *late)
 {
     for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
-        if (relevant(j, ranks, nranks) && crcp_migrate_state.arrived[j] < expected[j]) {
+        if (crcp_migrate_relevant(j, ranks, nranks) && crcp_migrate_state.arrived[j] < expected[j]) {
             *late = j;
             return false;
         }
@@ -96,53 +102,86 @@ static bool drained(const int64_t *expected, const int *ranks, int nranks, int *
     return true;
 }
 
+static int64_t arrivals(void)
+{
+    int64_t n = 0;
+
+    for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
+        n += crcp_migrate_state.arrived[j];
+    }
+    return n;
+}
+
+static int drain(const int64_t *expected, const int *ranks, int nranks, int epoch,
+                 double deadline)
+{
+    int late = -1;
+
+    while (!drained(expected, ranks, nranks, &late)) {
+        if (omig_ctl_now_ms() > deadline) {
+            CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: quiesce %d: drain waiting on rank %d: %lld "
+                                 "of %lld arrived; %lld arrivals on unknown communicators",
+                                 epoch, late,
+                                 (long long) crcp_migrate_state.arrived[late],
+                                 (long long) expected[late],
+                                 (long long) crcp_migrate_state.unattributed);
+            return OMPI_ERR_TIMEOUT;
+        }
+        opal_progress();
+    }
+    return OMPI_SUCCESS;
+}
+
 int crcp_migrate_quiesce(const int *ranks, int nranks, int epoch,
                          struct crcp_migrate_quiesce_stats_t *st)
 {
-    double t0 = omig_ctl_now_ms(), deadline = t0 + mca_crcp_migrate_params.quiesce_timeout_ms, t1, t2;
+    double t0 = omig_ctl_now_ms(), deadline = t0 + mca_crcp_migrate_params.quiesce_timeout_ms;
+    double t1, t2, t3;
     int64_t *expected = calloc(crcp_migrate_state.nprocs, sizeof(*expected));
-    int64_t before = 0, after = 0;
+    int64_t before;
     bool exchange_abandoned = false;
-    int rc, late = -1;
+    const char *phase = "cut";
+    int rc;
 
     if (NULL == expected) {
         return OMPI_ERR_OUT_OF_RESOURCE;
     }
     rc = crcp_migrate_gate_close(ranks, nranks, deadline);
     t1 = omig_ctl_now_ms();
-    for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
-        before += crcp_migrate_state.arrived[j];
-    }
+    before = arrivals();
     if (OMPI_SUCCESS == rc) {
+        phase = "bookmark exchange";
         rc = exchange_bookmarks(expected, ranks, nranks, epoch, deadline);
         /* abandoned bookmark receives may still write into `expected`: it must outlive them */
         exchange_abandoned = OMPI_ERR_TIMEOUT == rc;
     }
     t2 = omig_ctl_now_ms();
-    while (OMPI_SUCCESS == rc && !drained(expected, ranks, nranks, &late)) {
-        if (omig_ctl_now_ms() > deadline) {
-            rc = OMPI_ERR_TIMEOUT;
-            break;
-        }
-        opal_progress();
+    if (OMPI_SUCCESS == rc) {
+        phase = "drain";
+        rc = drain(expected, ranks, nranks, epoch, deadline);
     }
-    for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
-        after += crcp_migrate_state.arrived[j];
+    st->drained = arrivals() - before;
+    t3 = omig_ctl_now_ms();
+    if (OMPI_SUCCESS == rc) {
+        int64_t delivered = crcp_migrate_followup_delivered(ranks, nranks);
+
+        phase = "quiet";
+        rc = crcp_migrate_quiet(ranks, nranks, epoch, deadline, &st->quiet_rounds);
+        st->quiet_bytes = crcp_migrate_followup_delivered(ranks, nranks) - delivered;
     }
     if (OMPI_SUCCESS != rc) {
-        CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: quiesce %d abandoned (%s, waiting on rank %d: "
-                             "%lld of %lld arrived; %lld arrivals on unknown communicators)",
-                             epoch, OMPI_ERR_TIMEOUT == rc ? "timeout" : "error", late,
-                             late >= 0 ? (long long) crcp_migrate_state.arrived[late] : 0LL,
-                             late >= 0 ? (long long) expected[late] : 0LL,
-                             (long long) crcp_migrate_state.unattributed);
+        CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: quiesce %d abandoned in the %s (%s)", epoch,
+                             phase, OMPI_ERR_TIMEOUT == rc ? "timeout" : "error");
         crcp_migrate_gate_open();
     }
     st->cut_ms = t1 - t0;
     st->exchange_ms = t2 - t1;
-    st->drain_ms = omig_ctl_now_ms() - t2;
+    st->drain_ms = t3 - t2;
+    st->quiet_ms = omig_ctl_now_ms() - t3;
     st->total_ms = omig_ctl_now_ms() - t0;
-    st->drained = after - before;
+    if (OMPI_SUCCESS == rc) {
+        crcp_migrate_quiet_check(ranks, nranks, epoch);   /* debug hook, verbose >= 20 */
+    }
     if (!exchange_abandoned) {
         free(expected);
     }
