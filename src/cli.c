@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "omig_cli.h"
+#include "omig_log.h"
 
 long omig_parse_num(const char *s, const char **end)
 {
@@ -30,4 +31,16 @@ long omig_parse_arg(const char *s)
     long v = omig_parse_num(s, &end);
 
     return (v < 0 || *end) ? -1 : v;
+}
+
+int omig_parse_job(const char *arg, pid_t *job)
+{
+    long v = omig_parse_arg(arg);
+
+    if (v <= 0) {
+        omig_err("--job wants the pid of mpirun, not '%s'", arg);
+        return 2;
+    }
+    *job = (pid_t) v;
+    return 0;
 }

@@ -71,11 +71,9 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
     while (-1 != (c = getopt_long(argc, argv, "j:r:t:h", longopts, NULL))) {
         switch (c) {
         case 'j':
-            if ((v = omig_parse_arg(optarg)) <= 0) {
-                omig_err("--job wants the pid of mpirun, not '%s'", optarg);
+            if (0 != omig_parse_job(optarg, &o->job)) {
                 return 2;
             }
-            o->job = (pid_t) v;
             break;
         case 'r':
             if ((o->rank = omig_parse_arg(optarg)) < 0) {

@@ -95,11 +95,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct request_opt
     while (-1 != (c = getopt_long(argc, argv, "j:r:t:h", longopts, NULL))) {
         switch (c) {
         case 'j':
-            if ((v = omig_parse_num(optarg, &end)) <= 0 || *end) {
-                omig_err("--job wants the pid of mpirun, not '%s'", optarg);
+            if (0 != omig_parse_job(optarg, &o->job)) {
                 return 2;
             }
-            o->job = (pid_t) v;
             break;
         case 'r':
             if (0 != strcmp(cmd, "quiesce") || 0 != parse_ranks(optarg, o)) {

@@ -7,7 +7,6 @@
 #include "config.h"
 
 #include <getopt.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,20 +36,15 @@ static int parse_args(int argc, char **argv, pid_t *job, int *json)
     static const struct option longopts[] = {
         { "job", required_argument, NULL, 'j' }, { "json", no_argument, NULL, 'J' },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
-    char *end;
-    long v;
     int c;
 
     optind = 1;
     while (-1 != (c = getopt_long(argc, argv, "j:h", longopts, NULL))) {
         switch (c) {
         case 'j':
-            v = strtol(optarg, &end, 10);
-            if (v <= 0 || v > INT_MAX || *end || optarg[0] < '0' || optarg[0] > '9') {
-                omig_err("--job wants the pid of mpirun, not '%s'", optarg);
+            if (0 != omig_parse_job(optarg, job)) {
                 return 2;
             }
-            *job = (pid_t) v;
             break;
         case 'J': *json = 1; break;
         case 'h': return usage(stdout) - 1;

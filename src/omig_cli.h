@@ -2,6 +2,8 @@
 #ifndef OMIG_CLI_H
 #define OMIG_CLI_H
 
+#include <sys/types.h>
+
 int omig_cmd_check(int argc, char **argv);
 int omig_cmd_image(int argc, char **argv);
 int omig_cmd_migrate(int argc, char **argv);
@@ -14,5 +16,8 @@ int omig_cmd_status(int argc, char **argv);
 long omig_parse_num(const char *s, const char **end);
 /* The same for a whole argument: -1 unless all of s is the number. */
 long omig_parse_arg(const char *s);
+
+/* --job ARG: mpirun's pid into *job; 0, or 2 (the usage exit status) after saying why. */
+int omig_parse_job(const char *arg, pid_t *job);
 
 #endif
