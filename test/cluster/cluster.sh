@@ -9,11 +9,17 @@
 # kernel requires for mount-namespace files). The root network namespace is never touched.
 set -eu
 
-RUN=/run/omig-cluster
-LOCK=/run/omig-cluster.lock
-HEAD=omig-head
-BRIDGE=omig-br0
-NET=10.77.0
+# OMIG_CLUSTER=K (1..99) selects an independent cluster instance (names omigK-*, subnet
+# 10.77.K.0/24, state in /run/omig-clusterK) so that several test runs can share a machine;
+# unset or 0 is the default instance described above.
+ID=${OMIG_CLUSTER:-0}
+case $ID in ''|*[!0-9]*) echo "cluster.sh: error: OMIG_CLUSTER must be 0..99, not '$ID'" >&2; exit 1 ;; esac
+ID=$((10#$ID)); [ "$ID" -le 99 ] || { echo "cluster.sh: error: OMIG_CLUSTER must be 0..99" >&2; exit 1; }
+if [ "$ID" = 0 ]; then P=omig; RUN=/run/omig-cluster; else P=omig$ID; RUN=/run/omig-cluster$ID; fi
+LOCK=$RUN.lock
+HEAD=$P-head
+BRIDGE=$P-br0
+NET=10.77.$ID
 HEAD_IP=$NET.1
 PREFIX=24
 SUBNET=$NET.0/$PREFIX
@@ -72,7 +78,7 @@ with_lock() {
 node_num() {            # node_num NODE -> i ("nodeI", "omig-nodeI" or its IP)
     local n=$1
     case $n in
-        omig-node*) n=${n#omig-node} ;;
+        "$P"-node*) n=${n#"$P"-node} ;;
         node*) n=${n#node} ;;
         "$NET".*) n=$(( ${n#"$NET".} - 10 )) ;;
         *) die "bad node name '$1' (expected nodeI)" ;;
@@ -81,7 +87,7 @@ node_num() {            # node_num NODE -> i ("nodeI", "omig-nodeI" or its IP)
     [ "$n" -ge 1 ] && [ "$n" -le $MAX_NODES ] || die "bad node name '$1' (1..$MAX_NODES)"
     echo $((10#$n))
 }
-netns_of() { echo "omig-node$1"; }
+netns_of() { echo "$P-node$1"; }
 uts_of() { echo "$RUN/node$1.uts"; }
 mnt_of() { echo "$RUN/node$1.mnt"; }
 ip_of() { echo "$NET.$((10 + $1))"; }
@@ -89,7 +95,7 @@ ip_of() { echo "$NET.$((10 + $1))"; }
 # Node numbers present in any form (netns or ns files), sorted.
 existing_nodes() {
     {
-        ip netns list 2>/dev/null | sed -n 's/^omig-node\([0-9][0-9]*\)\( .*\)\{0,1\}$/\1/p'
+        ip netns list 2>/dev/null | sed -n "s/^$P-node\\([0-9][0-9]*\\)\\( .*\\)\\{0,1\\}\$/\\1/p"
         for f in "$RUN"/node*.uts "$RUN"/node*.mnt; do
             [ -e "$f" ] || continue
             f=${f##*/node}; echo "${f%.*}"
@@ -286,7 +292,7 @@ cmd_down() {
     fi
     umount_under "$RUN" || true
     rm -rf "$RUN" 2>/dev/null || true
-    leftover=$(ip netns list 2>/dev/null | grep -E "^($HEAD|omig-node[0-9]+)( |\$)" | tr '\n' ' ')
+    leftover=$(ip netns list 2>/dev/null | grep -E "^($HEAD|$P-node[0-9]+)( |\$)" | tr '\n' ' ')
     [ ! -e "$RUN" ] || leftover="$leftover $RUN"
     [ -z "$leftover" ] || die "down: could not remove: $leftover"
     echo "cluster down: removed"
