@@ -48,6 +48,7 @@ struct mca_schizo_migrate_params_t {
     int timeout;        /* seconds mpirun waits for every rank to answer a request */
     int move_timeout;   /* seconds mpirun waits for a dump+transfer, a restore or a rollback */
     char *fail;         /* tests only: "PHASE:RANK,..." phases that fail on purpose */
+    bool plain;         /* also move processes without the plugin (not MPI ranks) */
 };
 extern struct mca_schizo_migrate_params_t mca_schizo_migrate_params;
 extern int mca_schizo_migrate_output;
@@ -88,6 +89,14 @@ void schizo_migrate_orted_down(orte_jobid_t job, const orte_vpid_t *vpids, int n
  * no control link (not an MPI rank with the plugin: it needs no leave). The answer goes to
  * schizo_migrate_detach_left(). */
 int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch);
+/* A rank runs again after a move or a rollback: send it REJOIN with env (NUL-separated
+ * "NAME=VALUE"; empty: it keeps its own) over its link, which is fd when >= 0 (the daemon's end
+ * of the socket plugged into a restored rank; owned from now on). fn gets its REJOINED
+ * ("tcp=..." addresses) or the error, in the event thread; 0 if sent. */
+typedef void (*schizo_migrate_rejoin_fn)(void *arg, int32_t status, const char *text);
+int schizo_migrate_orted_rejoin(orte_jobid_t job, orte_vpid_t vpid, pid_t pid, int fd,
+                                const char *env, size_t envlen, uint32_t epoch,
+                                schizo_migrate_rejoin_fn fn, void *arg);
 
 /* ------------------------------------------------------------------ moving one rank */
 
@@ -138,6 +147,13 @@ orte_job_t *schizo_migrate_hnp_job(void);
 bool schizo_migrate_hnp_busy(char *what, size_t len);
 void schizo_migrate_hnp_tool_send(struct tool_conn *c, int type, int32_t status,
                                   const char *text);
+/* A QUIESCE, REPAIR or RESUME of the whole job on behalf of a move (no tool): done gets
+ * OMIG_CTL_OK and the per-rank answers, or the failure (a failed QUIESCE was undone). */
+/* Is the rank connected to the control plane (an MPI rank with the plugin)? And how many are. */
+bool schizo_migrate_hnp_connected(orte_vpid_t vpid, int *nconnected);
+typedef void (*schizo_migrate_request_fn)(void *arg, int32_t status, const char *text);
+int schizo_migrate_hnp_request(int type, const void *payload, size_t len,
+                               schizo_migrate_request_fn done, void *arg);
 
 /* schizo_migrate_detach.c: the old node's side. */
 void schizo_migrate_detach_request(const struct schizo_migrate_msg *m);
@@ -149,12 +165,13 @@ void schizo_migrate_detach_stop(void);
 
 /* schizo_migrate_adopt.c: the new node's side, and restoring from kept images. */
 void schizo_migrate_adopt_request(const struct schizo_migrate_msg *m);
-/* Restore proc from the images in dir under this daemon and let it run; done() is called in
- * the event thread with 0 or -1 and a message. registered: its PMIx client is still known to
+/* Restore proc from the images in dir under this daemon and let it run (an MPI rank rejoins
+ * the runtime: rejoined is its "tcp=..." answer); done() is called in the event thread with 0
+ * or -1 and a message. registered: its PMIx client is still known to
  * this daemon's server (a rollback), so it is not registered again; stdin_open: mpirun still
  * forwards its stdin to this rank. */
 typedef void (*schizo_migrate_adopt_done_fn)(void *arg, int rc, const char *err, pid_t pid,
-                                             double restore_ms);
+                                             double restore_ms, const char *rejoined);
 int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registered,
                               bool stdin_open, schizo_migrate_adopt_done_fn done, void *arg);
 /* The PMIx environment computed for a rank adopted here (NULL if none), kept until it leaves:

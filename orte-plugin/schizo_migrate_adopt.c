@@ -8,8 +8,10 @@
  *   ADOPT    once the images are in: new stdio (a pty for stdout, as ORTE gives, pipes for
  *            stderr and stdin), criu restore --restore-sibling --leave-stopped with the new
  *            stdio as --inherit-fd: the rank is this daemon's child, stopped, watched by us.
+ *            An MPI rank also gets one end of a new socket pair in place of its control link.
  *   RESUME   the move is committed: attach (local children, ORTE's tracker, IOF, PMIx client
- *            and its environment), SIGCONT.
+ *            and its environment), SIGCONT; an MPI rank then REJOINs over its new link and
+ *            the answer carries its new transport addresses.
  *   CANCEL   the move is off: a restored copy never ran and is killed, images dropped.
  * A rank restored by B waits for RESUME so that mpirun alone decides where it runs: after a
  * timeout mpirun rolls back on A and cancels here, and a late restore can never run twice.
@@ -65,6 +67,9 @@ struct adoption {
     int lfd;
     struct schizo_migrate_work recv, restore;
     struct new_stdio io;
+    int ctl[2];                     /* its control link: our end, the one CRIU plugs in */
+    char ctl_key[40];               /* "socket:[ino]": the end it had on the old node */
+    double rejoin_t0, rejoin_ms;
     pid_t pid;
     bool watched, exited;
     struct schizo_migrate_watch watch;
@@ -76,8 +81,8 @@ struct adoption {
 
 static struct adoption *adoptions;
 
-/* The PMIx environment of each rank adopted here, until it leaves this node: the in-process
- * side fetches it to re-attach (REJOIN over the control link, next step). */
+/* The PMIx environment of each rank adopted here, until it leaves this node: the rank gets it
+ * in its REJOIN to re-attach to this node's PMIx server. */
 struct kept_env {
     struct kept_env *next;
     orte_process_name_t name;
@@ -173,6 +178,8 @@ static void release(struct adoption *a)
     *p = a->next;
     close_fd(&a->lfd);
     stdio_close(&a->io, true);
+    close_fd(&a->ctl[0]);
+    close_fd(&a->ctl[1]);
     if (a->remote) {
         schizo_migrate_image_remove(a->dir);
     }
@@ -205,6 +212,7 @@ static struct adoption *create(orte_proc_t *proc, uint32_t id)
     OBJ_RETAIN(proc);
     a->proc = proc;
     a->lfd = -1;
+    a->ctl[0] = a->ctl[1] = -1;
     for (int i = 0; i < 3; i++) {
         a->io.child[i] = a->io.parent[i] = -1;
     }
@@ -292,6 +300,22 @@ static int stdio_make(const struct schizo_migrate_stdio *keys, struct new_stdio 
     return rc;
 }
 
+/* A rank with a control link gets one end of a new socket pair in place of its old link. */
+static int ctl_make(struct adoption *a, unsigned long ino, struct schizo_migrate_work *w)
+{
+    if (0 == ino) {
+        return 0;
+    }
+    if (0 != socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a->ctl)) {
+        return -errno;
+    }
+    snprintf(a->ctl_key, sizeof(a->ctl_key), "socket:[%lu]", ino);
+    w->inherit[w->n_inherit].fd = a->ctl[1];
+    w->inherit[w->n_inherit].key = a->ctl_key;
+    w->n_inherit++;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ attach and run */
 
 /* ORTE's IOF wants both stdout and stderr before it reads either; a missing one gets an
@@ -331,7 +355,7 @@ static void attach_iof(struct adoption *a)
 }
 
 /* Register the rank with this daemon's PMIx server and compute the environment it needs to
- * re-attach (an MPI rank gets it over its control link when the in-process side asks). */
+ * re-attach (an MPI rank gets it in its REJOIN). */
 static void attach_pmix(struct adoption *a)
 {
     char **env = NULL;
@@ -388,6 +412,76 @@ static void attach_and_run(struct adoption *a)
                            a->attach_ms);
 }
 
+/* ------------------------------------------------------------------ rejoin */
+
+static void answer(struct adoption *a, int32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* The rank runs again and rejoined the runtime (or failed to): the adoption is over. */
+static void rejoined(void *arg, int32_t status, const char *text)
+{
+    struct adoption *a = arg;
+
+    a->rejoin_ms = omig_ctl_now_ms() - a->rejoin_t0;
+    if (OMIG_CTL_OK != status) {
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: rank %u runs on %s but could not rejoin the "
+                             "runtime: %s", (unsigned) a->proc->name.vpid,
+                             orte_process_info.nodename, text);
+    }
+    if (a->remote) {
+        answer(a, OMIG_CTL_OK == status ? OMIG_CTL_OK : OMIG_CTL_ELOST,
+               "%sattach_ms=%.3f rejoin_ms=%.3f pid=%d %s", OMIG_CTL_OK == status ? ""
+               : "rejoin: ", a->attach_ms, a->rejoin_ms, (int) a->pid, text);
+    } else {
+        a->done(a->arg, OMIG_CTL_OK == status ? 0 : -1, text, a->pid, a->restore_ms, text);
+    }
+    finish(a, true);
+}
+
+/* NUL-separated "NAME=VALUE" strings of the environment kept for it (none on a rollback). */
+static size_t env_block(struct adoption *a, char **block)
+{
+    char **env = a->remote ? schizo_migrate_adopt_env(a->proc->name.jobid,
+                                                      a->proc->name.vpid) : NULL;
+    size_t len = 0;
+
+    *block = NULL;
+    for (int i = 0; NULL != env && NULL != env[i]; i++) {
+        size_t n = strlen(env[i]) + 1;
+        char *b = realloc(*block, len + n);
+
+        if (NULL == b) {
+            break;
+        }
+        memcpy(b + len, env[i], n);
+        *block = b;
+        len += n;
+    }
+    return len;
+}
+
+/* An MPI rank (one that had a control link) rejoins over its new link. */
+static void rejoin(struct adoption *a)
+{
+    char *env;
+    size_t len;
+    int rc, fd = a->ctl[0];
+
+    a->rejoin_t0 = omig_ctl_now_ms();
+    if (fd < 0) {
+        rejoined(a, OMIG_CTL_OK, "");
+        return;
+    }
+    a->ctl[0] = -1;             /* the node's control plane owns it now */
+    len = env_block(a, &env);
+    rc = schizo_migrate_orted_rejoin(a->proc->name.jobid, a->proc->name.vpid, a->pid, fd, env,
+                                     len, a->id, rejoined, a);
+    free(env);
+    if (rc < 0) {
+        rejoined(a, OMIG_CTL_EGONE, strerror(-rc));
+    }
+}
+
 /* ------------------------------------------------------------------ restore */
 
 static void answer(struct adoption *a, int32_t status, const char *fmt, ...)
@@ -412,7 +506,7 @@ static void answer(struct adoption *a, int32_t status, const char *fmt, ...)
 static void restore_failed(struct adoption *a, const char *why)
 {
     if (NULL != a->done) {
-        a->done(a->arg, -1, why, 0, a->restore_ms);
+        a->done(a->arg, -1, why, 0, a->restore_ms, "");
     } else if (!a->cancelled) {
         answer(a, OMIG_CTL_EFAIL, "restore: %s", why);
     }
@@ -426,6 +520,7 @@ static void restore_done(struct schizo_migrate_work *w)
     a->threads--;
     stdio_close(&a->io, false);     /* the rank holds its ends now; ours would hide EOF */
     a->restore_ms = w->restore_ms;
+    close_fd(&a->ctl[1]);
     if (0 != w->rc) {
         stdio_close(&a->io, true);
         restore_failed(a, w->err);
@@ -444,8 +539,7 @@ static void restore_done(struct schizo_migrate_work *w)
     }
     if (!a->remote) {
         attach_and_run(a);
-        a->done(a->arg, 0, NULL, a->pid, a->restore_ms);
-        finish(a, true);
+        rejoin(a);
         return;
     }
     a->state = AD_STOPPED;
@@ -464,7 +558,7 @@ static int restore_start(struct adoption *a)
         return -1;
     }
     memcpy(&w->io, &m.io, sizeof(m.io));    /* the keys must outlive the helper thread */
-    if (0 != (rc = stdio_make(&w->io, &a->io, w))) {
+    if (0 != (rc = stdio_make(&w->io, &a->io, w)) || 0 != (rc = ctl_make(a, m.ctl_ino, w))) {
         snprintf(w->err, sizeof(w->err), "cannot make stdio: %s", strerror(-rc));
         stdio_close(&a->io, true);
         return -1;
@@ -500,7 +594,7 @@ int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registere
     a->watch.arg = a;
     if (0 != restore_start(a)) {
         a->state = AD_DONE;
-        done(arg, -1, a->restore.err, 0, 0);
+        done(arg, -1, a->restore.err, 0, 0, "");
         release(a);
     }
     return 0;
@@ -684,8 +778,7 @@ static void on_resume(struct adoption *a, const struct schizo_migrate_msg *m)
         return;
     }
     attach_and_run(a);
-    answer(a, OMIG_CTL_OK, "attach_ms=%.3f pid=%d", a->attach_ms, (int) a->pid);
-    finish(a, true);
+    rejoin(a);
 }
 
 static void on_cancel(struct adoption *a)

@@ -41,6 +41,12 @@ static int schizo_migrate_register(void)
         "of PHASE:RANK (PHASE: dump, transfer, restore; e.g. \"restore:3\")",
         MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
         &mca_schizo_migrate_params.fail);
+    mca_schizo_migrate_params.plain = false;
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "plain",
+        "Also move processes that never connected to the control plane, as plain processes "
+        "(no quiesce, no reconnection): for programs that do not use MPI. An MPI rank moved "
+        "this way loses its connections", MCA_BASE_VAR_TYPE_BOOL, NULL, 0, 0, OPAL_INFO_LVL_9,
+        MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.plain);
     if (mca_schizo_migrate_params.timeout < 1) {
         mca_schizo_migrate_params.timeout = 1;
     }

@@ -53,6 +53,8 @@ struct migrant {
     enum mg_phase phase;
     bool detached, exited, rollback_asked, stdin_open;
     bool watching;                  /* our watch, not ORTE's tracker, reaps it */
+    bool left;                      /* it left the runtime: it must rejoin to run on here */
+    unsigned long ctl_ino;          /* its end of the control link (LEFT says) */
     int status;
     char addr[64];
     uint16_t port;
@@ -226,15 +228,16 @@ static void rank_exited(void *arg, int status)
 
 /* ------------------------------------------------------------------ rollback */
 
-static void restored_here(void *arg, int rc, const char *err, pid_t pid, double restore_ms)
+static void restored_here(void *arg, int rc, const char *err, pid_t pid, double restore_ms,
+                          const char *rejoined)
 {
     struct migrant *mg = arg;
     char text[1600];
 
     if (0 == rc) {
         snprintf(text, sizeof(text), "%srank %u restored on %s from its images (pid %d, "
-                 "%.0f ms)", failure_prefix(mg), (unsigned) mg->proc->name.vpid, node_name(),
-                 (int) pid, restore_ms);
+                 "%.0f ms) %s", failure_prefix(mg), (unsigned) mg->proc->name.vpid,
+                 node_name(), (int) pid, restore_ms, rejoined);
         outcome(mg, OMIG_CTL_EROLLBACK, text);
         drop(mg, true);
         return;
@@ -252,24 +255,35 @@ static void restore_here(struct migrant *mg)
     mg->watching = false;       /* reaped (or given up on): the restored rank gets ORTE's */
     if (0 != schizo_migrate_adopt_here(mg->proc, mg->dir, true, mg->stdin_open, restored_here,
                                        mg)) {
-        restored_here(mg, -1, "out of memory", 0, 0);
+        restored_here(mg, -1, "out of memory", 0, 0, "");
     }
 }
 
-/* The rank never stopped running (or died by itself): undo the detach. */
-static void continue_here(struct migrant *mg)
+static void continued(void *arg, int32_t status, const char *rejoined)
 {
+    struct migrant *mg = arg;
     char text[1600];
 
+    snprintf(text, sizeof(text), "%srank %u %s on %s%s%s", failure_prefix(mg),
+             (unsigned) mg->proc->name.vpid, mg->exited ? "ended meanwhile" : "continues",
+             node_name(), OMIG_CTL_OK == status ? " " : ", but could not rejoin: ", rejoined);
+    outcome(mg, OMIG_CTL_OK == status ? OMIG_CTL_EROLLBACK : OMIG_CTL_ELOST, text);
+    drop(mg, true);
+}
+
+/* The rank never stopped running (or died by itself): undo the detach; a rank that left the
+ * runtime rejoins it here. */
+static void continue_here(struct migrant *mg)
+{
     if (mg->detached) {
         schizo_migrate_local_reattach(mg->proc, mg->exited, mg->status);
         mg->watching = false;
     }
-    snprintf(text, sizeof(text), "%srank %u %s on %s", failure_prefix(mg),
-             (unsigned) mg->proc->name.vpid, mg->exited ? "ended meanwhile" : "continues",
-             node_name());
-    outcome(mg, OMIG_CTL_EROLLBACK, text);
-    drop(mg, true);
+    if (!mg->left || mg->exited ||
+        0 != schizo_migrate_orted_rejoin(mg->proc->name.jobid, mg->proc->name.vpid, mg->pid,
+                                         -1, NULL, 0, mg->id, continued, mg)) {
+        continued(mg, OMIG_CTL_OK, "");
+    }
 }
 
 static void roll_back(struct migrant *mg)
@@ -329,6 +343,7 @@ static int dump_prepare(struct migrant *mg)
     }
     (void) schizo_migrate_local_start_time(mg->pid, &man.start);
     man.io = mg->io;
+    man.ctl_ino = mg->ctl_ino;
     if (0 != (rc = schizo_migrate_image_manifest_write(mg->dir, &man))) {
         snprintf(mg->failure, sizeof(mg->failure), "dump: cannot write %s/omig-manifest: %s",
                  mg->dir, strerror(-rc));
@@ -339,6 +354,7 @@ static int dump_prepare(struct migrant *mg)
     w->done = dump_send_done;
     w->pid = mg->pid;
     w->io = mg->io;
+    w->ctl_ino = mg->ctl_ino;
     snprintf(w->dir, sizeof(w->dir), "%s", mg->dir);
     snprintf(w->addr, sizeof(w->addr), "%s", mg->addr);
     w->port = mg->port;
@@ -454,6 +470,8 @@ void schizo_migrate_detach_left(orte_jobid_t job, orte_vpid_t vpid, uint32_t epo
         continue_here(mg);
         return;
     }
+    mg->left = true;
+    mg->ctl_ino = (unsigned long) schizo_migrate_kv_num(text, "ctl_ino", 0);
     detach_and_dump(mg);
 }
 

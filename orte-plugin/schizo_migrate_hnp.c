@@ -54,10 +54,12 @@ struct tool_conn {
 };
 
 struct request {
-    int type;                   /* OMIG_CTL_QUIESCE or OMIG_CTL_RESUME */
+    int type;                   /* OMIG_CTL_QUIESCE, RESUME or REPAIR */
     uint32_t epoch;
     struct tool_conn *tool;     /* NULL once the tool hung up: the request still completes */
-    char *ranks;                /* QUIESCE payload, forwarded as is */
+    schizo_migrate_request_fn done;     /* a move's own request: its outcome goes here */
+    void *done_arg;
+    char *ranks;                /* QUIESCE and REPAIR payload, forwarded as is */
     size_t ranks_len;
     int expected, replied;
     double t0;
@@ -159,6 +161,12 @@ static int count_connected(void)
         n += rank_connected(&hnp.ranks[v]);
     }
     return n;
+}
+
+bool schizo_migrate_hnp_connected(orte_vpid_t vpid, int *nconnected)
+{
+    *nconnected = count_connected();
+    return (int) vpid < hnp.nranks && rank_connected(&hnp.ranks[vpid]);
 }
 
 /* ------------------------------------------------------------------ replies to the tool */
@@ -306,6 +314,12 @@ static int32_t describe_failures(struct request *req, orte_job_t *jdata,
     return first;
 }
 
+static int reply_type(int type)
+{
+    return OMIG_CTL_QUIESCE == type ? OMIG_CTL_QUIESCED
+         : OMIG_CTL_REPAIR == type ? OMIG_CTL_REPAIRED : OMIG_CTL_RESUMED;
+}
+
 /* Success: "# epoch=E ranks=N elapsed_ms=X" then "rank=R node=NODE <rank's stats>". */
 static void answer_success(struct request *req, orte_job_t *jdata)
 {
@@ -317,9 +331,30 @@ static void answer_success(struct request *req, orte_job_t *jdata)
         const char *stats = hnp.ranks[v].text ? hnp.ranks[v].text : "";
         text_add(&t, "rank=%d node=%s%s%s\n", v, rank_node(jdata, v), *stats ? " " : "", stats);
     }
-    tool_send(req->tool, OMIG_CTL_QUIESCE == req->type ? OMIG_CTL_QUIESCED : OMIG_CTL_RESUMED,
-              0, t.s);
+    if (NULL != req->done) {
+        req->done(req->done_arg, OMIG_CTL_OK, t.s);
+    } else {
+        tool_send(req->tool, reply_type(req->type), 0, t.s);
+    }
     free(t.s);
+}
+
+/* A failure, to the tool or to the move that asked. */
+static void answer_error(struct request *req, int32_t status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void answer_error(struct request *req, int32_t status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (NULL != req->done) {
+        req->done(req->done_arg, status, msg);
+    } else {
+        tool_error(req->tool, status, "%s", msg);
+    }
 }
 
 static void finish(struct request *req)
@@ -344,17 +379,17 @@ static void finish(struct request *req)
         dispatch(req);
         return;
     }
+    hnp.req = NULL;     /* a move's callback may start its next request */
     if (req->rollback) {
-        tool_error(req->tool, req->fail_status, "%s; %s%s", req->fail_text,
-                   OMIG_CTL_OK == code ? "the job was resumed" : "resuming the job failed too: ",
-                   OMIG_CTL_OK == code ? "" : t.s);
+        answer_error(req, req->fail_status, "%s; %s%s", req->fail_text,
+                     OMIG_CTL_OK == code ? "the job was resumed" : "resuming the job failed "
+                     "too: ", OMIG_CTL_OK == code ? "" : t.s);
     } else if (OMIG_CTL_OK != code) {
-        tool_error(req->tool, code, "%s", t.s);
+        answer_error(req, code, "%s", t.s);
     } else {
         answer_success(req, jdata);
     }
     free(t.s);
-    hnp.req = NULL;
     request_free(req);
 }
 
@@ -374,7 +409,7 @@ static void timeout_cb(int fd, short flags, void *arg)
 static void record(struct request *req, int vpid, int type, int32_t status, const char *text)
 {
     struct hnp_rank *r = &hnp.ranks[vpid];
-    int want = OMIG_CTL_QUIESCE == req->type ? OMIG_CTL_QUIESCED : OMIG_CTL_RESUMED;
+    int want = reply_type(req->type);
 
     if (OMIG_CTL_ERROR == type && OMIG_CTL_OK == status) {
         status = OMIG_CTL_EFAIL;
@@ -393,7 +428,7 @@ static void record(struct request *req, int vpid, int type, int32_t status, cons
     }
     if (OMIG_CTL_EGONE == status) {
         r->state = RS_GONE;
-    } else if (OMIG_CTL_OK == status) {
+    } else if (OMIG_CTL_OK == status && OMIG_CTL_REPAIR != req->type) {
         r->state = OMIG_CTL_QUIESCE == req->type ? RS_QUIESCED : RS_READY;
     }
     if (++req->replied == req->expected) {
@@ -408,8 +443,8 @@ static void send_to_daemons(struct request *req, orte_job_t *jdata, orte_vpid_t 
 {
     struct omig_ctl_hdr h = { .magic = OMIG_CTL_MAGIC, .version = OMIG_CTL_VERSION,
                               .type = (uint16_t) req->type, .epoch = req->epoch, .rank = -1,
-                              .len = (uint32_t) (OMIG_CTL_QUIESCE == req->type ? req->ranks_len
-                                                                                : 0) };
+                              .len = (uint32_t) (OMIG_CTL_RESUME != req->type ? req->ranks_len
+                                                                              : 0) };
     orte_job_t *daemons = orte_get_job_data_object(ORTE_PROC_MY_NAME->jobid);
     int nd = NULL != daemons ? (int) daemons->num_procs : 0;
     int *start = calloc((size_t) nd + 1, sizeof(int));
@@ -474,7 +509,7 @@ static void dispatch(struct request *req)
     req->expected = (int) jdata->num_procs;
     req->replied = 0;
     req->t0 = omig_ctl_now_ms();
-    for (int v = 0; v < req->expected; v++) {
+    for (int v = 0; v < req->expected && OMIG_CTL_REPAIR != req->type; v++) {
         if (RS_GONE != hnp.ranks[v].state && RS_STARTING != hnp.ranks[v].state) {
             hnp.ranks[v].state = OMIG_CTL_QUIESCE == req->type ? RS_QUIESCING : RS_RESUMING;
         }
@@ -531,6 +566,22 @@ static int request_check(struct tool_conn *c, orte_job_t *jdata, const char *pay
     return 0;
 }
 
+static struct request *request_new(int type, const void *payload, size_t len)
+{
+    struct request *req = calloc(1, sizeof(*req));
+
+    if (NULL == req || (len && NULL == (req->ranks = malloc(len)))) {
+        free(req);
+        return NULL;
+    }
+    req->type = type;
+    if (len) {
+        memcpy(req->ranks, payload, len);
+    }
+    req->ranks_len = len;
+    return req;
+}
+
 static void request_start(struct tool_conn *c, int type, const char *payload, size_t len)
 {
     orte_job_t *jdata = app_job();
@@ -539,20 +590,31 @@ static void request_start(struct tool_conn *c, int type, const char *payload, si
     if (0 != request_check(c, jdata, payload, len)) {
         return;
     }
-    if (NULL == (req = calloc(1, sizeof(*req))) ||
-        (len && NULL == (req->ranks = malloc(len)))) {
-        free(req);
+    if (NULL == (req = request_new(type, payload, len))) {
         tool_error(c, OMIG_CTL_EFAIL, "mpirun is out of memory");
         return;
     }
-    req->type = type;
     req->tool = c;
-    if (len) {
-        memcpy(req->ranks, payload, len);
-    }
-    req->ranks_len = len;
     hnp.req = req;
     dispatch(req);
+}
+
+int schizo_migrate_hnp_request(int type, const void *payload, size_t len,
+                               schizo_migrate_request_fn done, void *arg)
+{
+    struct request *req;
+
+    if (NULL != hnp.req || NULL == app_job() || 0 != ranks_sync(app_job())) {
+        return -EBUSY;
+    }
+    if (NULL == (req = request_new(type, payload, len))) {
+        return -ENOMEM;
+    }
+    req->done = done;
+    req->done_arg = arg;
+    hnp.req = req;
+    dispatch(req);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ from the daemons */

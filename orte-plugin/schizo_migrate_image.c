@@ -147,10 +147,10 @@ int schizo_migrate_image_manifest_write(const char *dir, const struct schizo_mig
     }
     fprintf(f, "# ompi-migrate image manifest 1\n"
                "job=%s rank=%u pid=%d start=%llu node=%s\n"
-               "fd0=%s\nfd1=%s\nfd2=%s\n", ORTE_JOBID_PRINT(m->name.jobid),
+               "fd0=%s\nfd1=%s\nfd2=%s\nctl_ino=%lu\n", ORTE_JOBID_PRINT(m->name.jobid),
             (unsigned) m->name.vpid, (int) m->pid, m->start, orte_process_info.nodename,
             m->io.key[0][0] ? m->io.key[0] : "-", m->io.key[1][0] ? m->io.key[1] : "-",
-            m->io.key[2][0] ? m->io.key[2] : "-");
+            m->io.key[2][0] ? m->io.key[2] : "-", m->ctl_ino);
     return 0 == fclose(f) ? 0 : -EIO;
 }
 
@@ -169,6 +169,7 @@ int schizo_migrate_image_manifest_read(const char *dir, struct schizo_migrate_ma
     text[n] = '\0';
     m->pid = (pid_t) schizo_migrate_kv_num(text, "pid", -1);
     m->start = (unsigned long long) schizo_migrate_kv_num(text, "start", 0);
+    m->ctl_ino = (unsigned long) schizo_migrate_kv_num(text, "ctl_ino", 0);
     for (int fd = 0; fd < 3; fd++) {
         snprintf(name, sizeof(name), "fd%d", fd);
         if (0 != schizo_migrate_kv(text, name, m->io.key[fd], sizeof(m->io.key[fd])) ||
@@ -199,8 +200,8 @@ static void back_in_event_thread(int fd, short flags, void *arg)
  * destination is missing or the dump failed, send the images. */
 static void do_dump_send(struct schizo_migrate_work *w)
 {
-    const char *external[4] = { NULL };
-    char why[sizeof(w->err) - 16];
+    const char *external[5] = { NULL };
+    char why[sizeof(w->err) - 16], ctl[32];
     int n = 0;
     double t0 = omig_ctl_now_ms();
 
@@ -208,6 +209,10 @@ static void do_dump_send(struct schizo_migrate_work *w)
         if (0 == strncmp(w->io.key[fd], "tty[", 4)) {
             external[n++] = w->io.key[fd];
         }
+    }
+    if (0 != w->ctl_ino) {
+        snprintf(ctl, sizeof(ctl), "unix[%lu]", w->ctl_ino);
+        external[n++] = ctl;
     }
     struct omig_dump_opts d = {
         .pid = w->pid, .image_dir = w->dir, .shell_job = 1, .tcp_established = 1,

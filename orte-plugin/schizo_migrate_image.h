@@ -28,6 +28,7 @@ struct schizo_migrate_manifest {
     pid_t pid;
     unsigned long long start;     /* /proc/PID/stat start time: pid + start = one process */
     struct schizo_migrate_stdio io;
+    unsigned long ctl_ino;        /* the rank's end of its control link (0: it has none) */
 };
 
 enum schizo_migrate_work_kind { SM_WORK_DUMP_SEND, SM_WORK_RECV, SM_WORK_RESTORE };
@@ -43,11 +44,12 @@ struct schizo_migrate_work {
     char dir[4096];
     pid_t pid;                          /* DUMP_SEND: the rank */
     struct schizo_migrate_stdio io;     /* DUMP_SEND: its ttys are external */
+    unsigned long ctl_ino;              /* DUMP_SEND: so is its control link, if any */
     char addr[64];                      /* DUMP_SEND: the receiver */
     uint16_t port;
     int lfd;                            /* RECV: listening socket */
     int timeout_ms;                     /* RECV: wait for the sender */
-    struct omig_inherit_fd inherit[3];  /* RESTORE: new stdio */
+    struct omig_inherit_fd inherit[4];  /* RESTORE: new stdio and control link */
     size_t n_inherit;
     bool fail_dump, fail_transfer, fail_restore;    /* tests: schizo_migrate_fail */
     /* outputs */

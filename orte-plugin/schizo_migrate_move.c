@@ -3,6 +3,8 @@
  *
  *   validate  job running, rank alive, NODE a node of the job other than the rank's: refused
  *             before anything is touched otherwise
+ *   QUIESCE   every rank: the channels to and from the rank drain and go quiet (an MPI rank
+ *             with the plugin; a process without a control link skips this, REPAIR, RESUME)
  *   INSPECT   A: the rank's pid and start time
  *   PREPARE   B: image directory and receiver (B refuses a pid taken there)
  *   EVICT     A: leave, detach, dump, send the images to B (A restores the rank itself if this
@@ -10,6 +12,9 @@
  *   ADOPT     B: restore stopped
  *   RESUME    B: attach and continue. The commit point: from here on the rank runs on B
  *   MOVED     every daemon (and mpirun's own map): the rank lives on B; A drops its images
+ *   REPAIR    every rank: the rank's new addresses (from its REJOIN on B, or on A after a
+ *             rollback: it listens anew there too); peers repair their endpoints in place
+ *   RESUME    every rank: traffic flows again
  * After the commit point nothing is rolled back; before it, a failure or timeout cancels B and
  * has A restore the rank from the images it kept (ROLLBACK). B restores a rank stopped and runs
  * it only on RESUME, so a B that answers late can never run a second copy.
@@ -47,6 +52,11 @@ struct move {
     bool timer_set;
     char failure[1800];             /* "PHASE: why" of what failed first */
     int32_t status;
+    bool mpi;                       /* an MPI rank with the plugin: quiesce, repair, resume */
+    bool quiesced;                  /* the job is quiesced: resume it whatever happens */
+    bool committed;                 /* the rank runs on B */
+    char tcp[400];                  /* its addresses where it runs again ("" if unchanged) */
+    double quiesce_ms, reconnect_ms, t_rejoined;
 };
 
 static struct {
@@ -167,7 +177,7 @@ static void refuse(struct tool_conn *tool, int32_t status, const char *from, con
     schizo_migrate_hnp_tool_send(tool, OMIG_CTL_ERROR, status, msg);
 }
 
-static void fail(struct move *m)
+static void report_failure(struct move *m)
 {
     char msg[2400], phase[32];
 
@@ -179,6 +189,99 @@ static void fail(struct move *m)
                            (int) strcspn(msg, "\n"), msg);
     schizo_migrate_hnp_tool_send(m->tool, OMIG_CTL_ERROR, m->status, msg);
     move_free(m);
+}
+
+/* ------------------------------------------------------------------ winding up */
+
+static void succeed(struct move *m);
+
+static void wound_up(struct move *m)
+{
+    if (m->committed) {
+        succeed(m);
+    } else {
+        report_failure(m);
+    }
+}
+
+static void resumed(void *arg, int32_t status, const char *text)
+{
+    struct move *m = arg;
+
+    if (OMIG_CTL_OK != status) {
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: move %u: resuming the job failed: %s", m->id,
+                             text);
+        if (m->committed) {
+            m->committed = false;
+            snprintf(m->failure, sizeof(m->failure), "resume: rank %u runs on %s, but the job "
+                     "could not be resumed: %s", (unsigned) m->vpid, m->to_node, text);
+            m->status = OMIG_CTL_EFAIL;
+        }
+    }
+    m->quiesced = false;
+    wound_up(m);
+}
+
+static void resume_job(struct move *m)
+{
+    if (0 != schizo_migrate_hnp_request(OMIG_CTL_RESUME, NULL, 0, resumed, m)) {
+        resumed(m, OMIG_CTL_EFAIL, "another request is in flight");
+    }
+}
+
+static void repaired(void *arg, int32_t status, const char *text)
+{
+    struct move *m = arg;
+
+    m->reconnect_ms = omig_ctl_now_ms() - m->t_rejoined +
+                      schizo_migrate_kv_num(m->evicted, "rejoin_ms", 0);
+    if (OMIG_CTL_OK != status) {
+        /* Peers that could not repair cannot reach the rank: say so, the job resumes. */
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: move %u: repairing the endpoints to rank %u "
+                             "failed: %s", m->id, (unsigned) m->vpid, text);
+    }
+    resume_job(m);
+}
+
+/* The end of a move, successful or not: peers learn where the rank listens now, then the job
+ * resumes; the tool hears the outcome after that. */
+static void wind_up(struct move *m)
+{
+    char text[480];
+
+    if (m->timer_set) {
+        opal_event_evtimer_del(&m->timer);
+        m->timer_set = false;
+    }
+    m->awaiting = 0;
+    m->t_rejoined = omig_ctl_now_ms();
+    if (m->quiesced && '\0' != m->tcp[0]) {
+        snprintf(text, sizeof(text), "rank=%u tcp=%s", (unsigned) m->vpid, m->tcp);
+        if (0 == schizo_migrate_hnp_request(OMIG_CTL_REPAIR, text, strlen(text) + 1, repaired,
+                                            m)) {
+            return;
+        }
+    }
+    if (m->quiesced) {
+        resume_job(m);
+        return;
+    }
+    wound_up(m);
+}
+
+static void fail(struct move *m)
+{
+    wind_up(m);
+}
+
+/* The addresses a rank that runs again answered with ("tcp=..." in a reply text). */
+static void note_rejoined(struct move *m, const char *text)
+{
+    const char *t = NULL != text ? strstr(text, "tcp=") : NULL;
+
+    if (NULL != t) {
+        snprintf(m->tcp, sizeof(m->tcp), "%.*s", (int) strcspn(t + 4, " \n"), t + 4);
+    }
 }
 
 /* ------------------------------------------------------------------ sending steps */
@@ -251,28 +354,38 @@ static void tell_daemons(struct move *m)
     }
 }
 
-static void succeed(struct move *m)
+/* The rank runs on B: every map says so before anything is sent to it again. */
+static void commit(struct move *m)
 {
-    struct schizo_migrate_text t = { 0 };
-    double now = omig_ctl_now_ms(), leave_ms, detach_ms;
-
+    m->committed = true;
     (void) schizo_migrate_map_move(m->job, m->vpid, m->to);
     if (m->stdin_open) {
         schizo_migrate_map_stdin_follow(m->job, m->vpid, m->to);
     }
     tell_daemons(m);
+}
+
+static void succeed(struct move *m)
+{
+    struct schizo_migrate_text t = { 0 };
+    double now = omig_ctl_now_ms(), leave_ms, detach_ms;
+
     leave_ms = schizo_migrate_kv_num(m->evicted, "leave_ms", 0);
     detach_ms = schizo_migrate_kv_num(m->evicted, "detach_ms", 0);
     /* Frozen from the dump's start on A to the SIGCONT on B, on mpirun's clock: the time
      * since EVICT went out, less what A spent before the freeze (plus message latency). */
-    schizo_migrate_text_add(&t, "rank=%u from=%s to=%s pid=%d leave_ms=%.3f detach_ms=%.3f "
-                            "dump_ms=%.3f transfer_ms=%.3f restore_ms=%.3f downtime_ms=%.3f "
-                            "total_ms=%.3f bytes=%.0f files=%.0f", (unsigned) m->vpid,
-                            m->from_node, m->to_node, (int) m->pid, leave_ms, detach_ms,
+    /* downtime: from the LEAVE (the rank's last MPI progress on A) to the job's resume (its
+     * first message can flow on B); mpirun's clock. */
+    schizo_migrate_text_add(&t, "rank=%u from=%s to=%s pid=%d quiesce_ms=%.3f leave_ms=%.3f "
+                            "detach_ms=%.3f dump_ms=%.3f transfer_ms=%.3f restore_ms=%.3f "
+                            "reconnect_ms=%.3f downtime_ms=%.3f total_ms=%.3f bytes=%.0f "
+                            "files=%.0f", (unsigned) m->vpid, m->from_node, m->to_node,
+                            (int) m->pid, m->quiesce_ms, leave_ms, detach_ms,
                             schizo_migrate_kv_num(m->evicted, "dump_ms", 0),
                             schizo_migrate_kv_num(m->evicted, "transfer_ms", 0),
-                            m->restore_ms + m->attach_ms,
-                            now - m->t_evict - leave_ms - detach_ms, now - m->t0,
+                            m->restore_ms + m->attach_ms, m->reconnect_ms,
+                            m->mpi ? now - m->t_evict
+                                   : now - m->t_evict - leave_ms - detach_ms, now - m->t0,
                             schizo_migrate_kv_num(m->evicted, "bytes", 0),
                             schizo_migrate_kv_num(m->evicted, "files", 0));
     SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u done: %s", m->id, t.s);
@@ -326,6 +439,7 @@ static void on_evicted(struct move *m, const struct schizo_migrate_msg *r)
         /* A put the rank back itself (or says it is lost); B just forgets. */
         cancel_target(m);
         failed_at(m, r->status, r->text);
+        note_rejoined(m, r->text);
         fail(m);
         return;
     }
@@ -356,7 +470,11 @@ static void on_resumed(struct move *m, const struct schizo_migrate_msg *r)
         return;
     }
     m->attach_ms = schizo_migrate_kv_num(r->text, "attach_ms", 0);
-    succeed(m);
+    snprintf(m->evicted + strlen(m->evicted), sizeof(m->evicted) - strlen(m->evicted),
+             " rejoin_ms=%.3f", schizo_migrate_kv_num(r->text, "rejoin_ms", 0));
+    note_rejoined(m, r->text);
+    commit(m);
+    wind_up(m);
 }
 
 static void on_rolled_back(struct move *m, const struct schizo_migrate_msg *r)
@@ -365,6 +483,7 @@ static void on_rolled_back(struct move *m, const struct schizo_migrate_msg *r)
 
     snprintf(m->failure + n, sizeof(m->failure) - n, "; %s", r->text);
     m->status = OMIG_CTL_OK == r->status ? OMIG_CTL_EROLLBACK : OMIG_CTL_ELOST;
+    note_rejoined(m, r->text);
     fail(m);
 }
 
@@ -446,6 +565,8 @@ static struct move *validate(struct tool_conn *tool, const char *text)
     orte_node_t *node;
     orte_vpid_t target;
     struct move *m = NULL;
+    int nconnected = 0;
+    bool connected;
     char *end;
     long rank;
 
@@ -479,6 +600,7 @@ static struct move *validate(struct tool_conn *tool, const char *text)
         return NULL;
     }
     arm(jdata);
+    connected = schizo_migrate_hnp_connected((orte_vpid_t) rank, &nconnected);
     target = find_node(to, &nodes);
     if (ORTE_VPID_INVALID == target) {
         refuse(tool, OMIG_CTL_EINVAL, node->name, to, "unknown node '%s'; nodes of this job: "
@@ -489,12 +611,20 @@ static struct move *validate(struct tool_conn *tool, const char *text)
     } else if (0 == proc->parent) {
         refuse(tool, OMIG_CTL_EINVAL, node->name, to, "rank %ld runs on mpirun's own node %s: "
                "moving ranks from there is not supported yet", rank, node->name);
+    } else if (!connected && (nconnected > 0 || !mca_schizo_migrate_params.plain)) {
+        refuse(tool, nconnected > 0 ? OMIG_CTL_EGONE : OMIG_CTL_ENOPLUGIN, node->name, to,
+               nconnected > 0 ? "rank %ld of job %d is not connected to the control plane "
+               "(still in MPI_Init, or already in MPI_Finalize): retry in a moment"
+               : "rank %ld of job %d cannot be moved: the job was not started with --mca crcp "
+               "migrate (none of its ranks connected to the control plane)",
+               rank, (int) getpid());
     } else if (schizo_migrate_hnp_busy(busy, sizeof(busy))) {
         refuse(tool, OMIG_CTL_EBUSY, node->name, to, "job %d is busy with %s: retry when it "
                "is done", (int) getpid(), busy);
     } else if (NULL != (m = calloc(1, sizeof(*m)))) {
         m->job = jdata->jobid;
         m->vpid = (orte_vpid_t) rank;
+        m->mpi = connected;
         m->from = proc->parent;
         m->to = target;
         snprintf(m->from_node, sizeof(m->from_node), "%s", node->name);
@@ -506,21 +636,50 @@ static struct move *validate(struct tool_conn *tool, const char *text)
     return m;
 }
 
+static void inspect(struct move *m)
+{
+    request(m, m->from, SM_INSPECT, mca_schizo_migrate_params.timeout, "");
+}
+
+static void quiesced(void *arg, int32_t status, const char *text)
+{
+    struct move *m = arg;
+
+    m->quiesce_ms = omig_ctl_now_ms() - m->t0;
+    if (OMIG_CTL_OK != status) {
+        snprintf(m->failure, sizeof(m->failure), "quiesce: %s", text);
+        m->status = status;
+        fail(m);        /* the failed quiesce was undone already */
+        return;
+    }
+    m->quiesced = true;
+    inspect(m);
+}
+
 void schizo_migrate_move_start(struct tool_conn *tool, const char *text)
 {
     struct move *m = validate(tool, text);
+    int32_t rank;
 
     if (NULL == m) {
         return;
     }
+    rank = (int32_t) m->vpid;
     m->id = ++mv.next_id;
     m->tool = tool;
     m->t0 = omig_ctl_now_ms();
     m->stdin_open = schizo_migrate_map_stdin_open(m->job, m->vpid);
     mv.cur = m;
-    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: rank %u from %s to %s", m->id,
-                           (unsigned) m->vpid, m->from_node, m->to_node);
-    request(m, m->from, SM_INSPECT, mca_schizo_migrate_params.timeout, "");
+    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: rank %u from %s to %s%s", m->id,
+                           (unsigned) m->vpid, m->from_node, m->to_node,
+                           m->mpi ? "" : " (a process without the plugin)");
+    if (!m->mpi) {
+        inspect(m);
+    } else if (0 != schizo_migrate_hnp_request(OMIG_CTL_QUIESCE, &rank, sizeof(rank), quiesced,
+                                               m)) {
+        failed_at(m, OMIG_CTL_EBUSY, "quiesce: another request of the job is in flight");
+        fail(m);
+    }
 }
 
 void schizo_migrate_move_tool_closed(struct tool_conn *tool)
@@ -537,7 +696,7 @@ void schizo_migrate_move_stop(void)
         snprintf(mv.cur->failure, sizeof(mv.cur->failure), "%s: job %d ended meanwhile",
                  phase_name(mv.cur->awaiting), (int) getpid());
         mv.cur->status = OMIG_CTL_EGONE;
-        fail(mv.cur);
+        report_failure(mv.cur);     /* no more requests: the job is gone */
     }
     free(mv.armed);
     mv.armed = NULL;

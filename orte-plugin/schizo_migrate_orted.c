@@ -34,6 +34,9 @@ struct rank_conn {
     orte_jobid_t job;
     orte_vpid_t vpid;           /* ORTE_VPID_INVALID until its HELLO */
     pid_t pid;
+    bool left;                  /* it LEFT for a dump: its hang-up is no departure */
+    schizo_migrate_rejoin_fn rejoined;      /* waiting for its REJOINED */
+    void *rejoined_arg;
 };
 
 static struct {
@@ -62,10 +65,21 @@ static struct rank_conn *find_conn(orte_jobid_t job, orte_vpid_t vpid)
     return NULL;
 }
 
-/* Closes c; tells mpirun when it was a rank that had said HELLO. */
+static void rejoin_answer(struct rank_conn *c, int32_t status, const char *text)
+{
+    schizo_migrate_rejoin_fn fn = c->rejoined;
+
+    c->rejoined = NULL;
+    if (NULL != fn) {
+        fn(c->rejoined_arg, status, text);
+    }
+}
+
+/* Closes c; tells mpirun when it was a rank that had said HELLO (and did not leave). */
 static void conn_close(struct rank_conn *c, bool report)
 {
-    if (report && ORTE_VPID_INVALID != c->vpid) {
+    rejoin_answer(c, OMIG_CTL_EGONE, "its control link closed");
+    if (report && !c->left && ORTE_VPID_INVALID != c->vpid) {
         SCHIZO_MIGRATE_VERBOSE(20, "schizo:migrate: rank %u (pid %d) disconnected",
                                (unsigned) c->vpid, (int) c->pid);
         (void) schizo_migrate_rml_gone(c->job, c->vpid);
@@ -153,14 +167,20 @@ static int on_message(struct rank_conn *c, struct omig_ctl_hdr *h, const char *p
         (OMIG_CTL_LEFT == h->type ||
          (OMIG_CTL_ERROR == h->type && schizo_migrate_detach_leaving(c->job, c->vpid,
                                                                      h->epoch)))) {
+        c->left = OMIG_CTL_LEFT == h->type && OMIG_CTL_OK == h->status;
         schizo_migrate_detach_left(c->job, c->vpid, h->epoch,
                                    OMIG_CTL_ERROR == h->type && OMIG_CTL_OK == h->status
                                    ? OMIG_CTL_EFAIL : h->status, payload);
         return 0;
     }
+    if (NULL != c->rejoined && (OMIG_CTL_REJOINED == h->type || OMIG_CTL_ERROR == h->type)) {
+        c->left = false;
+        rejoin_answer(c, OMIG_CTL_REJOINED == h->type ? h->status : OMIG_CTL_EFAIL, payload);
+        return 0;
+    }
     if (ORTE_VPID_INVALID == c->vpid ||
         (OMIG_CTL_QUIESCED != h->type && OMIG_CTL_RESUMED != h->type &&
-         OMIG_CTL_ERROR != h->type)) {
+         OMIG_CTL_REPAIRED != h->type && OMIG_CTL_ERROR != h->type)) {
         SCHIZO_MIGRATE_ERROR("schizo:migrate: unexpected %s from %s rank on %s: ignored",
                              omig_ctl_type_name(h->type),
                              ORTE_VPID_INVALID == c->vpid ? "an unidentified" : "a", node.path);
@@ -193,9 +213,36 @@ static void conn_read_cb(int fd, short flags, void *arg)
     }
 }
 
-static void accept_cb(int fd, short flags, void *arg)
+/* A connection not identified yet (its HELLO tells who it is). */
+static struct rank_conn *conn_new(int fd)
 {
     struct rank_conn *c, **conns;
+
+    if (node.nconns == node.cap) {
+        int cap = node.cap ? 2 * node.cap : 16;
+        if (NULL == (conns = realloc(node.conns, sizeof(*conns) * (size_t) cap))) {
+            return NULL;
+        }
+        node.conns = conns;
+        node.cap = cap;
+    }
+    if (NULL == (c = calloc(1, sizeof(*c)))) {
+        return NULL;
+    }
+    (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    c->fd = fd;
+    c->job = ORTE_JOBID_INVALID;
+    c->vpid = ORTE_VPID_INVALID;
+    omig_ctl_reader_init(&c->rd);
+    opal_event_set(orte_event_base, &c->ev, fd, OPAL_EV_READ | OPAL_EV_PERSIST, conn_read_cb,
+                   c);
+    opal_event_add(&c->ev, 0);
+    node.conns[node.nconns++] = c;
+    return c;
+}
+
+static void accept_cb(int fd, short flags, void *arg)
+{
     uid_t uid = 0;
     int cfd;
 
@@ -211,28 +258,9 @@ static void accept_cb(int fd, short flags, void *arg)
         close(cfd);
         return;
     }
-    if (node.nconns == node.cap) {
-        int cap = node.cap ? 2 * node.cap : 16;
-        if (NULL == (conns = realloc(node.conns, sizeof(*conns) * (size_t) cap))) {
-            close(cfd);
-            return;
-        }
-        node.conns = conns;
-        node.cap = cap;
-    }
-    if (NULL == (c = calloc(1, sizeof(*c)))) {
+    if (NULL == conn_new(cfd)) {
         close(cfd);
-        return;
     }
-    (void) fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) | O_NONBLOCK);
-    c->fd = cfd;
-    c->job = ORTE_JOBID_INVALID;
-    c->vpid = ORTE_VPID_INVALID;
-    omig_ctl_reader_init(&c->rd);
-    opal_event_set(orte_event_base, &c->ev, cfd, OPAL_EV_READ | OPAL_EV_PERSIST, conn_read_cb,
-                   c);
-    opal_event_add(&c->ev, 0);
-    node.conns[node.nconns++] = c;
 }
 
 /* ------------------------------------------------------------------ commands from mpirun */
@@ -285,6 +313,38 @@ int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoc
     if ((rc = omig_ctl_send(c->fd, OMIG_CTL_LEAVE, epoch, (int32_t) vpid, 0, NULL, 0)) < 0) {
         SCHIZO_MIGRATE_ERROR("schizo:migrate: cannot ask rank %u (pid %d) to leave: %s",
                              (unsigned) vpid, (int) c->pid, strerror(-rc));
+        conn_close(c, true);
+    }
+    return rc;
+}
+
+int schizo_migrate_orted_rejoin(orte_jobid_t job, orte_vpid_t vpid, pid_t pid, int fd,
+                                const char *env, size_t envlen, uint32_t epoch,
+                                schizo_migrate_rejoin_fn fn, void *arg)
+{
+    struct rank_conn *c = find_conn(job, vpid);
+    int rc;
+
+    if (fd >= 0) {      /* a restored rank: this is its link now */
+        if (NULL != c) {
+            conn_close(c, false);
+        }
+        if (NULL == (c = conn_new(fd))) {
+            close(fd);
+            return -ENOMEM;
+        }
+        c->job = job;
+        c->vpid = vpid;
+        c->pid = pid;
+        (void) schizo_migrate_rml_hello(job, vpid, pid);
+    } else if (NULL == c) {
+        return -ENOENT;
+    }
+    c->rejoined = fn;
+    c->rejoined_arg = arg;
+    if ((rc = omig_ctl_send(c->fd, OMIG_CTL_REJOIN, epoch, (int32_t) vpid, 0, env,
+                            envlen)) < 0) {
+        c->rejoined = NULL;
         conn_close(c, true);
     }
     return rc;

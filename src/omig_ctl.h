@@ -35,9 +35,15 @@ enum omig_ctl_type {
     OMIG_CTL_MIGRATE = 8,   /* tool -> mpirun: payload = "rank=R to=NODE" */
     OMIG_CTL_MIGRATED = 9,  /* mpirun -> tool: payload = report "key=value ..." (below) */
     OMIG_CTL_LEAVE = 10,    /* orted -> rank about to move: leave PMIx, close transports */
-    OMIG_CTL_LEFT = 11,     /* rank -> orted: status 0 (it may be dumped now) or error */
-    OMIG_CTL_REJOIN = 12,   /* orted -> moved rank (reserved, not sent yet): payload = its new
-                             * PMIx environment, NUL-separated "NAME=VALUE" strings */
+    OMIG_CTL_LEFT = 11,     /* rank -> orted: status 0 (it may be dumped now) or error;
+                             * payload "ctl_ino=I": the inode of its end of this link */
+    OMIG_CTL_REJOIN = 12,   /* orted -> rank that runs again (moved or rolled back): payload =
+                             * the PMIx environment to use, NUL-separated "NAME=VALUE" strings
+                             * (empty: keep its own) */
+    OMIG_CTL_REJOINED = 13, /* rank -> orted: status 0 or error; payload "tcp=ADDR:PORT:KINDEX,..."
+                             * its new transport addresses */
+    OMIG_CTL_REPAIR = 14,   /* down to every rank: payload "rank=R tcp=...": R's new addresses */
+    OMIG_CTL_REPAIRED = 15, /* up: status 0 or error */
 };
 
 /* Status codes the side-cars put in ERROR replies (ranks may send any non-zero value). */

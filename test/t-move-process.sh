@@ -57,7 +57,7 @@ start_job() {
     mkfifo "$TMPD/$name.in"
     exec {INFD}<>"$TMPD/$name.in"
     "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
-        "${margs[@]}" -np 6 "$TICKER" -n 0 -m "$MIB" "$@" <"$TMPD/$name.in" >"$JOB_LOG" 2>&1 &
+        --mca schizo_migrate_plain 1 "${margs[@]}" -np 6 "$TICKER" -n 0 -m "$MIB" "$@" <"$TMPD/$name.in" >"$JOB_LOG" 2>&1 &
     MPIRUN_PID=$!
 }
 

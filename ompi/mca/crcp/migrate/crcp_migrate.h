@@ -17,6 +17,9 @@
  *   crcp_migrate_quiet.c      the quiet phase: pairwise agreement that no transfer moves
  *   crcp_migrate_transport.c  inspection of ob1's queues and the BTL endpoints to a peer
  *   crcp_migrate_transport_tcp.c, crcp_migrate_transport_vader.c  per-BTL endpoint state
+ *   crcp_migrate_repair.c     channels to a moving rank: made before, repaired after
+ *   crcp_migrate_leave.c      the moving rank: leaving its node, rejoining the next
+ *   crcp_migrate_tcp_rewire.c btl/tcp across a move: close, listen anew, new peer addresses
  *   crcp_migrate_control.c    the control thread: commands from the node's side-car
  *   crcp_migrate_bypass.c     components whose traffic bypasses the PML (osc, coll/sm)
  */
@@ -202,6 +205,23 @@ int crcp_migrate_transport_init(void);
 bool crcp_migrate_transport_idle(int peer, char *text, size_t len);
 bool crcp_migrate_transport_tcp(struct mca_btl_base_endpoint_t *ep, char *text, size_t len);
 bool crcp_migrate_transport_vader(struct mca_btl_base_endpoint_t *ep, char *text, size_t len);
+typedef void (*crcp_migrate_endpoint_fn)(const char *btl, struct mca_btl_base_endpoint_t *ep,
+                                         void *arg);
+void crcp_migrate_transport_foreach(int peer, crcp_migrate_endpoint_fn fn, void *arg);
+
+/* crcp_migrate_repair.c */
+int crcp_migrate_reach(const int *ranks, int nranks);
+int crcp_migrate_repair(const char *text, char *err, size_t len);
+
+/* crcp_migrate_leave.c */
+int crcp_migrate_leave(char *err, size_t len);
+int crcp_migrate_rejoin(char *env, size_t envlen, char *addrs, size_t len, char *err,
+                        size_t errlen);
+
+/* crcp_migrate_tcp_rewire.c */
+int crcp_migrate_tcp_leave(void);
+int crcp_migrate_tcp_rejoin(char *text, size_t len);
+int crcp_migrate_tcp_repair(int peer, const char *addrs);
 
 /* crcp_migrate_control.c */
 int crcp_migrate_control_start(void);

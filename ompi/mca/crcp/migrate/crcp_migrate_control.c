@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "omig_ctl.h"
@@ -36,7 +37,52 @@ static void reply_quiesced(const struct omig_ctl_hdr *cmd, int rc,
     omig_ctl_send(ctl_fd, OMIG_CTL_QUIESCED, cmd->epoch, crcp_migrate_state.me, rc, text, len);
 }
 
-static void serve(const struct omig_ctl_hdr *cmd, const char *payload)
+static void reply(const struct omig_ctl_hdr *cmd, int type, int rc, const char *text)
+{
+    if (OMPI_SUCCESS != rc) {
+        type = OMIG_CTL_ERROR;
+        CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: %s failed: %s", omig_ctl_type_name(cmd->type),
+                             text);
+    }
+    omig_ctl_send(ctl_fd, type, cmd->epoch, crcp_migrate_state.me, OMPI_SUCCESS == rc ? 0
+                  : OMIG_CTL_EFAIL, text, strlen(text));
+}
+
+/* Leaving before a dump: CRIU keeps this link as an external socket, named by its inode, and
+ * the new node's daemon plugs its own end in at the restore. */
+static void serve_leave(const struct omig_ctl_hdr *cmd)
+{
+    char text[512] = "";
+    struct stat sb;
+    int rc = crcp_migrate_leave(text, sizeof(text));
+
+    if (OMPI_SUCCESS == rc) {
+        fstat(ctl_fd, &sb);
+        snprintf(text, sizeof(text), "ctl_ino=%lu", (unsigned long) sb.st_ino);
+    }
+    reply(cmd, OMIG_CTL_LEFT, rc, text);
+}
+
+static void serve_rejoin(const struct omig_ctl_hdr *cmd, char *payload)
+{
+    char addrs[400], text[512], err[256] = "";
+    int rc = crcp_migrate_rejoin(payload, cmd->len, addrs, sizeof(addrs), err, sizeof(err));
+
+    snprintf(text, sizeof(text), "tcp=%s", addrs);
+    reply(cmd, OMIG_CTL_REJOINED, rc, OMPI_SUCCESS == rc ? text : err);
+}
+
+static void serve_repair(const struct omig_ctl_hdr *cmd, char *payload)
+{
+    char err[512] = "";
+    int rc;
+
+    payload[cmd->len] = '\0';
+    rc = crcp_migrate_repair(payload, err, sizeof(err));
+    reply(cmd, OMIG_CTL_REPAIRED, rc, err);
+}
+
+static void serve(const struct omig_ctl_hdr *cmd, char *payload)
 {
     struct crcp_migrate_quiesce_stats_t st = { 0 };
     int rc;
@@ -51,6 +97,15 @@ static void serve(const struct omig_ctl_hdr *cmd, const char *payload)
         crcp_migrate_resume();
         omig_ctl_send(ctl_fd, OMIG_CTL_RESUMED, cmd->epoch, crcp_migrate_state.me, 0, NULL, 0);
         break;
+    case OMIG_CTL_LEAVE:
+        serve_leave(cmd);
+        break;
+    case OMIG_CTL_REJOIN:
+        serve_rejoin(cmd, payload);
+        break;
+    case OMIG_CTL_REPAIR:
+        serve_repair(cmd, payload);
+        break;
     default:
         CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: ignoring control message of type %u", cmd->type);
     }
@@ -58,13 +113,13 @@ static void serve(const struct omig_ctl_hdr *cmd, const char *payload)
 
 static void *control_loop(void *arg)
 {
-    static char payload[64 * 1024];   /* int32 rank lists: enough for 16k ranks */
+    static char payload[64 * 1024 + 1];   /* int32 rank lists: enough for 16k ranks */
     struct omig_ctl_hdr hdr;
 
     (void) arg;
     crcp_migrate_nest = 1;   /* this thread's own sends are never held by the gate */
     while (!stopping) {
-        ssize_t rc = omig_ctl_recv(ctl_fd, &hdr, payload, sizeof(payload), POLL_MS);
+        ssize_t rc = omig_ctl_recv(ctl_fd, &hdr, payload, sizeof(payload) - 1, POLL_MS);
 
         if (rc >= 0) {
             serve(&hdr, payload);

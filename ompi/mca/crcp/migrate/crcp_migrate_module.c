@@ -13,6 +13,7 @@
 #include "ompi/communicator/communicator.h"
 #include "ompi/mca/pml/pml.h"
 #include "ompi/proc/proc.h"
+#include "ompi/runtime/params.h"
 #include "crcp_migrate.h"
 
 volatile int mca_crcp_migrate_active = 0;
@@ -62,6 +63,9 @@ static int enable(void)
     if (OMPI_SUCCESS != rc) {
         return rc;
     }
+    /* PMIx servers count a job's local ranks once, at launch: after a move the job-wide
+     * fence that starts MPI_Finalize would wait forever for the rank that left. */
+    ompi_async_mpi_finalize = true;
     crcp_migrate_state.pml = mca_pml;
     crcp_migrate_send_wrap(&mca_pml);
     crcp_migrate_recv_wrap(&mca_pml);

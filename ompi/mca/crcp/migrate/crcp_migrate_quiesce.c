@@ -146,7 +146,11 @@ int crcp_migrate_quiesce(const int *ranks, int nranks, int epoch,
     if (NULL == expected) {
         return OMPI_ERR_OUT_OF_RESOURCE;
     }
-    rc = crcp_migrate_gate_close(ranks, nranks, deadline);
+    /* Endpoints to a rank about to move are made while the modex still tells where it is. */
+    rc = crcp_migrate_reach(ranks, nranks);
+    if (OMPI_SUCCESS == rc) {
+        rc = crcp_migrate_gate_close(ranks, nranks, deadline);
+    }
     t1 = omig_ctl_now_ms();
     before = arrivals();
     if (OMPI_SUCCESS == rc) {

@@ -93,56 +93,68 @@ static bool ob1_idle(int peer, char *text, size_t len)
     return 0 == pckt + send + recv + rdma + nocomm;
 }
 
-static bool btl_idle(const mca_bml_base_btl_t *bml_btl, char *text, size_t len)
+/* Calls fn once for each BTL endpoint to peer: a BTL is listed for eager, send and RDMA use
+ * alike, and the three lists may name the same endpoint. */
+void crcp_migrate_transport_foreach(int peer, crcp_migrate_endpoint_fn fn, void *arg)
 {
-    const char *name = bml_btl->btl->btl_component->btl_version.mca_component_name;
-
-    if (0 == strcmp(name, "tcp")) {
-        return crcp_migrate_transport_tcp(bml_btl->btl_endpoint, text, len);
-    }
-    if (0 == strcmp(name, "vader")) {
-        return crcp_migrate_transport_vader(bml_btl->btl_endpoint, text, len);
-    }
-    snprintf(text, len, "%s not inspected", name);
-    return false;
-}
-
-/* Each BTL endpoint once: a BTL is listed for eager, send and RDMA use alike. */
-static bool endpoints_idle(const mca_bml_base_endpoint_t *bml, char *text, size_t len)
-{
-    const mca_bml_base_btl_array_t *arrays[] = { &bml->btl_eager, &bml->btl_send, &bml->btl_rdma };
+    ompi_proc_t *proc = ompi_comm_peer_lookup(&ompi_mpi_comm_world.comm, peer);
+    const mca_bml_base_endpoint_t *bml;
     const void *seen[MAX_ENDPOINTS];
     int nseen = 0;
-    bool idle = true;
 
+    if (NULL == proc || NULL == (bml = proc->proc_endpoints[OMPI_PROC_ENDPOINT_TAG_BML])) {
+        return;   /* never reached: no transport to it */
+    }
+    const mca_bml_base_btl_array_t *arrays[] = { &bml->btl_eager, &bml->btl_send, &bml->btl_rdma };
     for (size_t a = 0; a < sizeof(arrays) / sizeof(arrays[0]); a++) {
         for (size_t i = 0; i < arrays[a]->arr_size; i++) {
             const mca_bml_base_btl_t *b = &arrays[a]->bml_btls[i];
-            size_t used = strlen(text);
             int k = 0;
 
             while (k < nseen && seen[k] != b->btl_endpoint) {
                 k++;
             }
-            if (k < nseen || nseen == MAX_ENDPOINTS || used + 2 >= len) {
+            if (k < nseen || nseen == MAX_ENDPOINTS) {
                 continue;
             }
             seen[nseen++] = b->btl_endpoint;
-            strcat(text, "; ");
-            idle &= btl_idle(b, text + used + 2, len - used - 2);
+            fn(b->btl->btl_component->btl_version.mca_component_name, b->btl_endpoint, arg);
         }
     }
-    return idle;
+}
+
+struct idle_ctx {
+    char *text;
+    size_t len;
+    bool idle;
+};
+
+static void endpoint_idle(const char *name, struct mca_btl_base_endpoint_t *ep, void *arg)
+{
+    struct idle_ctx *c = arg;
+    size_t used = strlen(c->text);
+    char *text = c->text + used + 2;
+    size_t len = c->len - used - 2;
+
+    if (used + 2 >= c->len) {
+        return;
+    }
+    strcat(c->text, "; ");
+    if (0 == strcmp(name, "tcp")) {
+        c->idle &= crcp_migrate_transport_tcp(ep, text, len);
+    } else if (0 == strcmp(name, "vader")) {
+        c->idle &= crcp_migrate_transport_vader(ep, text, len);
+    } else {
+        snprintf(text, len, "%s not inspected", name);
+        c->idle = false;
+    }
 }
 
 bool crcp_migrate_transport_idle(int peer, char *text, size_t len)
 {
-    ompi_proc_t *proc = ompi_comm_peer_lookup(&ompi_mpi_comm_world.comm, peer);
-    const mca_bml_base_endpoint_t *bml;
-    bool idle = ob1_idle(peer, text, len);
+    struct idle_ctx c = { .text = text, .len = len };
 
-    if (NULL == proc || NULL == (bml = proc->proc_endpoints[OMPI_PROC_ENDPOINT_TAG_BML])) {
-        return idle;   /* never reached: no transport to it */
-    }
-    return endpoints_idle(bml, text, len) && idle;
+    c.idle = ob1_idle(peer, text, len);
+    crcp_migrate_transport_foreach(peer, endpoint_idle, &c);
+    return c.idle;
 }

@@ -1,0 +1,120 @@
+/*
+ * The moving rank: leaving its node before the dump, rejoining wherever it runs next.
+ *
+ * leave:  close the transports (btl/tcp connections and listeners) and leave the runtime
+ *         (PMIx_Finalize: its link to the node's PMIx server is a TCP connection and shared
+ *         mappings of that server's files, neither of which can move). Called while the rank
+ *         is quiesced, so no message is in flight to or from it.
+ * rejoin: after the restore on the new node (or on the old one when the move was rolled back):
+ *         take the PMIx environment the new node's daemon computed for it, PMIx_Init there,
+ *         listen for connections on the new node and answer with the new addresses.
+ * Open MPI's own PMIx event handlers are not re-registered (only OPAL's default one is).
+ */
+#include "ompi_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "opal/mca/pmix/pmix.h"
+#include "opal/util/proc.h"
+#include "orte/util/proc_info.h"
+#include "crcp_migrate.h"
+
+static bool left = false;
+
+static void find_shared_memory(const char *btl, struct mca_btl_base_endpoint_t *ep, void *arg)
+{
+    (void) ep;
+    if (0 == strcmp(btl, "vader") || 0 == strcmp(btl, "sm")) {
+        *(bool *) arg = true;
+    }
+}
+
+static bool uses_shared_memory(void)
+{
+    bool found = false;
+
+    for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
+        if (j != crcp_migrate_state.me) {
+            crcp_migrate_transport_foreach(j, find_shared_memory, &found);
+        }
+    }
+    return found;
+}
+
+int crcp_migrate_leave(char *err, size_t len)
+{
+    int rc;
+
+    if (left) {
+        return OMPI_SUCCESS;
+    }
+    if (uses_shared_memory()) {
+        snprintf(err, len, "rank %d talks to a peer over shared memory (btl vader), which "
+                 "cannot move yet: start the job with --mca btl tcp,self",
+                 crcp_migrate_state.me);
+        return OMPI_ERR_NOT_SUPPORTED;
+    }
+    crcp_migrate_tcp_leave();
+    if (OPAL_SUCCESS != (rc = opal_pmix.finalize())) {
+        snprintf(err, len, "PMIx_Finalize failed (%d)", rc);
+        return rc;
+    }
+    left = true;
+    CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d left %s", crcp_migrate_state.me,
+                         opal_process_info.nodename);
+    return OMPI_SUCCESS;
+}
+
+/* NUL-separated "NAME=VALUE" strings into the environment. */
+static void apply_env(char *env, size_t len)
+{
+    for (size_t i = 0; i < len; i += strlen(env + i) + 1) {
+        char *eq = strchr(env + i, '=');
+
+        if (NULL != eq) {
+            *eq = '\0';
+            setenv(env + i, eq + 1, 1);
+            *eq = '=';
+        }
+    }
+}
+
+/* Error messages name the node a rank runs on. */
+static void refresh_nodename(void)
+{
+    char host[256];
+
+    if (0 != gethostname(host, sizeof(host)) || 0 == strcmp(host, opal_process_info.nodename)) {
+        return;
+    }
+    host[sizeof(host) - 1] = '\0';
+    opal_process_info.nodename = strdup(host);   /* the old string may still be referenced */
+    orte_process_info.nodename = opal_process_info.nodename;
+}
+
+int crcp_migrate_rejoin(char *env, size_t envlen, char *addrs, size_t len, char *err,
+                        size_t errlen)
+{
+    int rc;
+
+    if (left) {
+        apply_env(env, envlen);
+        refresh_nodename();
+        if (OPAL_SUCCESS != (rc = opal_pmix.init(NULL))) {
+            snprintf(err, errlen, "PMIx_Init on %s failed (%d)", opal_process_info.nodename, rc);
+            return rc;
+        }
+        left = false;
+    }
+    if (OMPI_SUCCESS != (rc = crcp_migrate_tcp_rejoin(addrs, len))) {
+        snprintf(err, errlen, "cannot re-create the tcp transport on %s",
+                 opal_process_info.nodename);
+        return rc;
+    }
+    CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d rejoined on %s: tcp %s",
+                         crcp_migrate_state.me, opal_process_info.nodename, addrs);
+    return OMPI_SUCCESS;
+}

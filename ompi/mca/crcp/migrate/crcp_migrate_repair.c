@@ -1,0 +1,61 @@
+/*
+ * Channels to a moving rank: made before the move, repaired after it.
+ *
+ * Open MPI connects lazily: a pair that never talked has no BML endpoint, and making one
+ * needs the peer's modex entry, which after a move is stale (and the mover cannot even fetch
+ * entries of ranks local to its new node). So before the quiesce every rank makes its
+ * endpoints to the movers, and each mover makes its endpoints to everybody, while the modex
+ * is still right. After the move each peer learns the mover's new addresses (REPAIR) and
+ * repairs its endpoints in place (crcp_migrate_tcp_rewire.c).
+ */
+#include "ompi_config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ompi/mca/bml/base/base.h"
+#include "ompi/proc/proc.h"
+#include "crcp_migrate.h"
+
+static int reach(int peer)
+{
+    ompi_proc_t *proc = ompi_comm_peer_lookup(&ompi_mpi_comm_world.comm, peer);
+
+    return NULL != proc && NULL != mca_bml_base_get_endpoint(proc) ? OMPI_SUCCESS
+                                                                    : OMPI_ERR_UNREACH;
+}
+
+int crcp_migrate_reach(const int *ranks, int nranks)
+{
+    int rc = OMPI_SUCCESS;
+
+    for (int j = 0; j < crcp_migrate_state.nprocs && OMPI_SUCCESS == rc; j++) {
+        if (j != crcp_migrate_state.me && 0 != nranks &&
+            crcp_migrate_relevant(j, ranks, nranks)) {
+            rc = reach(j);
+        }
+    }
+    return rc;
+}
+
+/* "rank=R tcp=ADDRS": R's new addresses. */
+int crcp_migrate_repair(const char *text, char *err, size_t len)
+{
+    const char *r = strstr(text, "rank="), *tcp = strstr(text, "tcp=");
+    int peer = NULL != r ? atoi(r + 5) : -1, rc;
+
+    if (peer < 0 || peer >= crcp_migrate_state.nprocs || NULL == tcp) {
+        snprintf(err, len, "malformed REPAIR '%s'", text);
+        return OMPI_ERR_BAD_PARAM;
+    }
+    if (peer == crcp_migrate_state.me) {
+        return OMPI_SUCCESS;
+    }
+    rc = crcp_migrate_tcp_repair(peer, tcp + 4);
+    if (OMPI_SUCCESS != rc) {
+        snprintf(err, len, "cannot repair the tcp endpoints to rank %d (new addresses '%s')",
+                 peer, tcp + 4);
+    }
+    return rc;
+}
