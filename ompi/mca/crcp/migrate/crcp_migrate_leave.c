@@ -91,8 +91,9 @@ static void refresh_nodename(void)
         return;
     }
     host[sizeof(host) - 1] = '\0';
-    opal_process_info.nodename = strdup(host);   /* the old string may still be referenced */
-    orte_process_info.nodename = opal_process_info.nodename;
+    /* Each layer frees its own copy at finalize; the old ones may still be referenced. */
+    opal_process_info.nodename = strdup(host);
+    orte_process_info.nodename = strdup(host);
 }
 
 int crcp_migrate_rejoin(char *env, size_t envlen, char *addrs, size_t len, char *err,

@@ -224,7 +224,7 @@ int crcp_migrate_tcp_repair(int peer, const char *addrs)
     for (size_t i = 0; i < proc->proc_addr_count; i++) {
         mca_btl_tcp_addr_t a;
 
-        if (MCA_BTL_TCP_AF_INET != proc->proc_addrs[i].addr_family) {
+        if (AF_INET != proc->proc_addrs[i].addr_family) {   /* converted from the wire's 0 */
             continue;
         }
         if (!parse_address(addrs, k++, &a)) {
@@ -233,6 +233,8 @@ int crcp_migrate_tcp_repair(int peer, const char *addrs)
                                  "than it had", peer, addrs);
             return OMPI_ERR_BAD_PARAM;
         }
+        CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d's tcp address %zu: port %u -> %s",
+                             peer, i, ntohs(proc->proc_addrs[i].addr_port), addrs);
         memcpy(&proc->proc_addrs[i].addr_inet, &a.addr_inet, sizeof(struct in_addr));
         proc->proc_addrs[i].addr_port = a.addr_port;
         proc->proc_addrs[i].addr_ifkindex = a.addr_ifkindex;
