@@ -1,7 +1,8 @@
 #!/bin/bash
 # The main demo: set up, build, start a 3-node test cluster, run a 6-rank job of checked
-# traffic with the plugin loaded, show where every rank runs, quiesce all its channels and
-# resume (per-rank report), then let the job verify every message. The cluster is left up
+# traffic with the plugin loaded, show where every rank runs, migrate rank 1 to another node
+# while the job runs (per-phase report), show where ranks run now, then let the job verify
+# every message. The cluster is left up
 # for exploration (`test/cluster/cluster.sh status`; `... down` removes it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -29,10 +30,12 @@ done
 step "ompi-migrate status --job $job"
 "$tool" status --job "$job"
 sleep 2
-step "ompi-migrate quiesce --job $job"
-"$tool" quiesce --job "$job"
-step "ompi-migrate resume --job $job"
-"$tool" resume --job "$job"
+from=$("$tool" status --job "$job" | awk '$1 == 1 { print $2 }')
+to=node3; [ "$from" != node3 ] || to=node2
+step "ompi-migrate migrate --job $job --rank 1 --to $to"
+"$tool" migrate --job "$job" --rank 1 --to "$to"
+step "ompi-migrate status --job $job"
+"$tool" status --job "$job"
 sleep 2
 kill -USR1 "$job"     # torture finishes its round and checks every message
 wait "$job"

@@ -5,8 +5,10 @@
  * request before touching anything, then the rank's daemon dumps it with CRIU, the images go
  * to the target node's daemon over the network, which restores and adopts it. A failure before
  * the rank runs on the target puts it back where it was; the error names the phase and cause.
- * The report gives each phase's duration: leave (an MPI rank leaving the runtime), detach,
- * dump, transfer, restore (CRIU restore and adoption), downtime (frozen -> running again).
+ * The report gives each phase's duration: quiesce (the job's channels to the rank drain),
+ * leave (the rank closes its transports and leaves PMIx), detach, dump, transfer, restore (CRIU
+ * restore, adoption, rejoin), reconnect (rejoin and the peers' endpoint repair), downtime (the
+ * rank's last MPI progress on the old node -> the job resumed with it on the new one).
  * Exit status: 0 moved; 1 refused or failed (the rank runs where it did); 2 usage; 3 the rank
  * was lost (the move failed and it could not be brought back).
  */
@@ -30,9 +32,9 @@
 #define DEFAULT_TIMEOUT_S 1200
 
 /* Fields of the report, in the order they are printed. */
-static const char *const report_keys[] = { "leave_ms", "detach_ms", "dump_ms", "transfer_ms",
-                                           "restore_ms", "downtime_ms", "total_ms", "bytes",
-                                           "files", NULL };
+static const char *const report_keys[] = { "quiesce_ms", "leave_ms", "detach_ms", "dump_ms",
+                                           "transfer_ms", "restore_ms", "reconnect_ms",
+                                           "downtime_ms", "total_ms", "bytes", "files", NULL };
 
 struct migrate_opts {
     pid_t job;
@@ -154,16 +156,18 @@ static void print_success(const struct migrate_opts *o, const char *report, doub
         return;
     }
     char v[16][64];
-    const char *keys[] = { "from", "to", "pid", "leave_ms", "detach_ms", "dump_ms",
-                           "transfer_ms", "bytes", "restore_ms", "downtime_ms", "total_ms" };
+    const char *keys[] = { "from", "to", "pid", "quiesce_ms", "leave_ms", "dump_ms",
+                           "transfer_ms", "bytes", "restore_ms", "reconnect_ms", "downtime_ms",
+                           "total_ms" };
 
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         snprintf(v[i], sizeof(v[i]), "%s", field(report, keys[i]));  /* field() reuses one buffer */
     }
     printf("job %ld: rank %ld moved from %s to %s (pid %s)\n", (long) o->job, o->rank, v[0],
            v[1], v[2]);
-    printf("  leave %s ms, detach %s ms, dump %s ms, transfer %s ms (%s bytes), restore %s ms;"
-           " downtime %s ms, total %s ms\n", v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]);
+    printf("  quiesce %s ms, leave %s ms, dump %s ms, transfer %s ms (%s bytes), restore %s ms, "
+           "reconnect %s ms; downtime %s ms, total %s ms\n", v[3], v[4], v[5], v[6], v[7], v[8],
+           v[9], v[10], v[11]);
 }
 
 /* mpirun's ERROR payload: the message, then a line "phase=.. from=.. to=..". */

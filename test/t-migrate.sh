@@ -1,0 +1,96 @@
+#!/bin/bash
+# Live migration of MPI ranks (`ompi-migrate migrate`), for real: torture (every message with a
+# checksum and sequence number, all kinds of traffic, a verified memory ballast) runs as 6
+# ranks on 3 nodes while ranks move between nodes at random moments:
+#   - rank 1 node1 -> node2, rank 4 -> node1, rank 1 back to node1, then random ranks (rank 0
+#     among them) to random nodes: 10 moves; every message verified, the job exits 0, and rank
+#     0's output reaches mpirun after rank 0 moved;
+#   - refused requests (unknown job, rank, node; the rank's own node; a job without the
+#     plugin) leave the job untouched;
+#   - a moved rank that is killed aborts the job like any rank death, naming its new node.
+. "$(dirname "$0")/lib.sh"
+cluster_up 3
+ARGS=(--mca crcp migrate --mca btl tcp,self)
+TMPD=$(mktemp -d)
+trap 'cluster_cleanup; rm -rf "$TMPD"' EXIT
+
+node_of() { "$OMPI_MIGRATE" status --job "$1" | awk -v r="$2" '$1 == r { print $2 }'; }
+json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+
+# ---------------------------------------------------------------- 10 moves under checked traffic
+omig_mpirun_bg "$TMPD/torture.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600 -m 32
+wait_job_ready "$MPIRUN_PID" 6
+moves=("1 node2" "4 node1" "1 node1")
+for i in $(seq 4 10); do
+    r=$(rnd 6)
+    [ "$i" != 6 ] || r=0
+    moves+=("$r $(for n in node1 node2 node3; do [ "$n" = "$(node_of "$MPIRUN_PID" "$r")" ] || echo $n; done | shuf -n1)")
+done
+n=0; down=""
+for mv in "${moves[@]}"; do
+    set -- $mv
+    sleep "0.$(rnd 10)"
+    out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank "$1" --to "$2" --json 2>&1) ||
+        fail "move $((n + 1)) (rank $1 to $2) failed: $out; job: $(tail -5 "$TMPD/torture.out")"
+    [ "$(node_of "$MPIRUN_PID" "$1")" = "$2" ] || fail "rank $1 is not on $2 after its move"
+    n=$((n + 1)); down="$down $(echo "$out" | json_num downtime_ms)"
+    # A fixed moment of rank 0's move is right after it: the moves above are at random moments
+    [ "$1" = 0 ] && sleep 1
+done
+for k in quiesce_ms dump_ms transfer_ms restore_ms reconnect_ms downtime_ms bytes; do
+    echo "$out" | grep -q "\"$k\":" || fail "the JSON report lacks $k: $out"
+done
+kill -USR1 "$MPIRUN_PID"     # torture ends its round and verifies everything
+wait "$MPIRUN_PID" || fail "the job failed after $n moves: $(tail -20 "$TMPD/torture.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok .*errors=0' "$TMPD/torture.out" || fail "traffic not verified: $(tail "$TMPD/torture.out")"
+pass "$n moves (ranks $(for m in "${moves[@]}"; do echo -n "${m%% *} "; done)) under checked traffic: $(grep '^RESULT' "$TMPD/torture.out"); downtimes (ms):$down"
+pass "rank 0 moved and its output (RESULT) still reached mpirun"
+
+# ---------------------------------------------------------------- refused requests
+omig_mpirun_bg "$TMPD/refused.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
+wait_job_ready "$MPIRUN_PID" 6
+before=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID")
+refused() {     # refused WHAT EXPECTED-MESSAGE ARGS...
+    local what=$1 msg=$2 out
+    shift 2
+    out=$("$OMPI_MIGRATE" migrate "$@" 2>&1) && fail "$what: accepted: $out"
+    echo "$out" | grep -q -- "$msg" || fail "$what: unexpected message: $out"
+}
+dead=$(sh -c 'echo $$')
+refused "unknown job" "no job with mpirun pid $dead" --job "$dead" --rank 1 --to node2
+refused "unknown rank" "rank 9 does not exist" --job "$MPIRUN_PID" --rank 9 --to node2
+refused "unknown node" "unknown node 'node7'; nodes of this job: node1 node2 node3" \
+    --job "$MPIRUN_PID" --rank 1 --to node7
+refused "same node" "rank 1 already runs on node1" --job "$MPIRUN_PID" --rank 1 --to node1
+[ "$("$OMPI_MIGRATE" status --job "$MPIRUN_PID")" = "$before" ] || fail "a refused move changed the job"
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job failed after refused moves: $(tail "$TMPD/refused.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok' "$TMPD/refused.out" || fail "traffic not verified after refused moves"
+
+omig_mpirun_bg "$TMPD/plain.out" --mca btl tcp,self -np 6 "$MPI_BIN/torture" -d 600
+sleep 3
+refused "job without the plugin" "the job was not started with --mca crcp migrate" \
+    --job "$MPIRUN_PID" --rank 1 --to node2
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job without the plugin failed: $(tail "$TMPD/plain.out")"
+MPIRUN_PID=
+pass "refused, job untouched and correct: unknown job, rank, node; the rank's own node; a job without the plugin"
+
+# ---------------------------------------------------------------- a moved rank dies
+omig_mpirun_bg "$TMPD/kill.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
+wait_job_ready "$MPIRUN_PID" 6
+"$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 2 --to node3 >/dev/null ||
+    fail "moving rank 2 failed"
+pid=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk '$1 == 2 { print $3 }')
+sleep 1
+kill -9 "$pid"
+for i in $(seq 1 100); do kill -0 "$MPIRUN_PID" 2>/dev/null || break; sleep 0.2; done
+kill -0 "$MPIRUN_PID" 2>/dev/null && fail "the job still runs 20 s after its moved rank died"
+wait "$MPIRUN_PID" && fail "the job exited 0 although a rank was killed"
+MPIRUN_PID=
+grep -q "rank 2 with PID $pid on node node3 exited on signal 9" "$TMPD/kill.out" ||
+    fail "the abort does not name rank 2 on node3: $(grep -i -A2 'rank 2\|signal' "$TMPD/kill.out" | head)"
+pass "killing moved rank 2 aborts the job: $(grep -o "rank 2 with PID $pid on node node3 exited on signal 9" "$TMPD/kill.out")"
+exit 0
