@@ -20,6 +20,7 @@
 #include "opal/mca/pmix/pmix.h"
 #include "opal/util/proc.h"
 #include "orte/util/proc_info.h"
+#include "omig_ctl.h"
 #include "crcp_migrate.h"
 
 static bool left = false;
@@ -57,14 +58,17 @@ int crcp_migrate_leave(char *err, size_t len)
                  crcp_migrate_state.me);
         return OMPI_ERR_NOT_SUPPORTED;
     }
+    double t0 = omig_ctl_now_ms(), t1;
     crcp_migrate_tcp_leave();
+    t1 = omig_ctl_now_ms();
     if (OPAL_SUCCESS != (rc = opal_pmix.finalize())) {
         snprintf(err, len, "PMIx_Finalize failed (%d)", rc);
         return rc;
     }
     left = true;
-    CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d left %s", crcp_migrate_state.me,
-                         opal_process_info.nodename);
+    CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d left %s (tcp %.3f ms, PMIx %.3f ms)",
+                         crcp_migrate_state.me, opal_process_info.nodename, t1 - t0,
+                         omig_ctl_now_ms() - t1);
     return OMPI_SUCCESS;
 }
 
