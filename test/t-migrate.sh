@@ -24,11 +24,13 @@ moves=("1 node2" "4 node1" "1 node1")
 for i in $(seq 4 10); do
     r=$(rnd 6)
     [ "$i" != 6 ] || r=0
-    moves+=("$r $(for n in node1 node2 node3; do [ "$n" = "$(node_of "$MPIRUN_PID" "$r")" ] || echo $n; done | shuf -n1)")
+    moves+=("$r ?")     # to a random other node, chosen when its turn comes
 done
 n=0; down=""
 for mv in "${moves[@]}"; do
     set -- $mv
+    [ "$2" != "?" ] || set -- "$1" "$(for k in node1 node2 node3; do
+        [ "$k" = "$(node_of "$MPIRUN_PID" "$1")" ] || echo $k; done | shuf -n1)"
     sleep "0.$(rnd 10)"
     out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank "$1" --to "$2" --json 2>&1) ||
         fail "move $((n + 1)) (rank $1 to $2) failed: $out; job: $(tail -5 "$TMPD/torture.out")"
