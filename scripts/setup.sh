@@ -8,7 +8,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 PACKAGES=(openmpi-bin libopenmpi-dev libpmix-dev libhwloc-dev pkg-config autoconf automake
-          libtool make gcc iproute2 nftables util-linux procps dpkg-dev xz-utils python3)
+          libtool make gcc iproute2 nftables util-linux procps dpkg-dev xz-utils python3
+          hpcc)     # hpcc: an unmodified MPI application from Debian, for the tests
 
 install_packages() {
     local missing=() p
