@@ -279,8 +279,13 @@ static void note_rejoined(struct move *m, const char *text)
 {
     const char *t = NULL != text ? strstr(text, "tcp=") : NULL;
 
+    char *in_failure = strstr(m->failure, " tcp=");
+
     if (NULL != t) {
         snprintf(m->tcp, sizeof(m->tcp), "%.*s", (int) strcspn(t + 4, " \n"), t + 4);
+    }
+    if (NULL != in_failure) {
+        *in_failure = '\0';        /* for the peers, not for the user */
     }
 }
 

@@ -80,6 +80,22 @@ wait "$MPIRUN_PID" || fail "the job without the plugin failed: $(tail "$TMPD/pla
 MPIRUN_PID=
 pass "refused, job untouched and correct: unknown job, rank, node; the rank's own node; a job without the plugin"
 
+# ---------------------------------------------------------------- CRIU missing: roll back
+# The dump fails after the rank left the runtime: it rejoins on its own node, its peers
+# repair their endpoints to its new listener, and the job goes on.
+OMPI_MIGRATE_CRIU=/nonexistent/criu omig_mpirun_bg "$TMPD/nocriu.out" "${ARGS[@]}" -np 6 \
+    "$MPI_BIN/torture" -d 600
+wait_job_ready "$MPIRUN_PID" 6
+refused "CRIU missing" "failed: dump: criu binary not found (set OMPI_MIGRATE_CRIU, or run scripts/setup-criu.sh); rank 2 continues on node2$" \
+    --job "$MPIRUN_PID" --rank 2 --to node1
+[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] || fail "rank 2 left node2 although its move failed"
+sleep 1
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job failed after a rolled-back move: $(tail "$TMPD/nocriu.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok' "$TMPD/nocriu.out" || fail "traffic not verified after the rollback"
+pass "CRIU missing: the move is rolled back after the rank left, it rejoins on node2, every message verified"
+
 # ---------------------------------------------------------------- a moved rank dies
 omig_mpirun_bg "$TMPD/kill.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
 wait_job_ready "$MPIRUN_PID" 6
