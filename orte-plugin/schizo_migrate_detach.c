@@ -236,8 +236,8 @@ static void restored_here(void *arg, int rc, const char *err, pid_t pid, double 
 
     if (0 == rc) {
         snprintf(text, sizeof(text), "%srank %u restored on %s from its images (pid %d, "
-                 "%.0f ms) %s", failure_prefix(mg), (unsigned) mg->proc->name.vpid,
-                 node_name(), (int) pid, restore_ms, rejoined);
+                 "%.0f ms)%s%s", failure_prefix(mg), (unsigned) mg->proc->name.vpid,
+                 node_name(), (int) pid, restore_ms, rejoined[0] ? " " : "", rejoined);
         outcome(mg, OMIG_CTL_EROLLBACK, text);
         drop(mg, true);
         return;
@@ -266,7 +266,8 @@ static void continued(void *arg, int32_t status, const char *rejoined)
 
     snprintf(text, sizeof(text), "%srank %u %s on %s%s%s", failure_prefix(mg),
              (unsigned) mg->proc->name.vpid, mg->exited ? "ended meanwhile" : "continues",
-             node_name(), OMIG_CTL_OK == status ? " " : ", but could not rejoin: ", rejoined);
+             node_name(), OMIG_CTL_OK != status ? ", but could not rejoin: "
+             : rejoined[0] ? " " : "", rejoined);
     outcome(mg, OMIG_CTL_OK == status ? OMIG_CTL_EROLLBACK : OMIG_CTL_ELOST, text);
     drop(mg, true);
 }

@@ -602,9 +602,10 @@ static void request_start(struct tool_conn *c, int type, const char *payload, si
 int schizo_migrate_hnp_request(int type, const void *payload, size_t len,
                                schizo_migrate_request_fn done, void *arg)
 {
+    orte_job_t *jdata = app_job();
     struct request *req;
 
-    if (NULL != hnp.req || NULL == app_job() || 0 != ranks_sync(app_job())) {
+    if (NULL != hnp.req || NULL == jdata || 0 != ranks_sync(jdata)) {
         return -EBUSY;
     }
     if (NULL == (req = request_new(type, payload, len))) {

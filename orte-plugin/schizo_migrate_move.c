@@ -56,7 +56,7 @@ struct move {
     bool quiesced;                  /* the job is quiesced: resume it whatever happens */
     bool committed;                 /* the rank runs on B */
     char tcp[400];                  /* its addresses where it runs again ("" if unchanged) */
-    double quiesce_ms, reconnect_ms, t_rejoined;
+    double quiesce_ms, rejoin_ms, reconnect_ms, t_rejoined;
 };
 
 static struct {
@@ -233,8 +233,7 @@ static void repaired(void *arg, int32_t status, const char *text)
 {
     struct move *m = arg;
 
-    m->reconnect_ms = omig_ctl_now_ms() - m->t_rejoined +
-                      schizo_migrate_kv_num(m->evicted, "rejoin_ms", 0);
+    m->reconnect_ms = m->rejoin_ms + omig_ctl_now_ms() - m->t_rejoined;
     if (OMIG_CTL_OK != status) {
         /* Peers that could not repair cannot reach the rank: say so, the job resumes. */
         SCHIZO_MIGRATE_ERROR("schizo:migrate: move %u: repairing the endpoints to rank %u "
@@ -278,7 +277,6 @@ static void fail(struct move *m)
 static void note_rejoined(struct move *m, const char *text)
 {
     const char *t = NULL != text ? strstr(text, "tcp=") : NULL;
-
     char *in_failure = strstr(m->failure, " tcp=");
 
     if (NULL != t) {
@@ -377,10 +375,9 @@ static void succeed(struct move *m)
 
     leave_ms = schizo_migrate_kv_num(m->evicted, "leave_ms", 0);
     detach_ms = schizo_migrate_kv_num(m->evicted, "detach_ms", 0);
-    /* Frozen from the dump's start on A to the SIGCONT on B, on mpirun's clock: the time
-     * since EVICT went out, less what A spent before the freeze (plus message latency). */
-    /* downtime: from the LEAVE (the rank's last MPI progress on A) to the job's resume (its
-     * first message can flow on B); mpirun's clock. */
+    /* downtime, on mpirun's clock: for an MPI rank from the LEAVE (its last MPI progress on
+     * A) to the job's resume (its first message can flow on B); for a plain process from the
+     * dump's start (EVICT less what A spent before the freeze) to the SIGCONT on B. */
     schizo_migrate_text_add(&t, "rank=%u from=%s to=%s pid=%d quiesce_ms=%.3f leave_ms=%.3f "
                             "detach_ms=%.3f dump_ms=%.3f transfer_ms=%.3f restore_ms=%.3f "
                             "reconnect_ms=%.3f downtime_ms=%.3f total_ms=%.3f bytes=%.0f "
@@ -475,8 +472,7 @@ static void on_resumed(struct move *m, const struct schizo_migrate_msg *r)
         return;
     }
     m->attach_ms = schizo_migrate_kv_num(r->text, "attach_ms", 0);
-    snprintf(m->evicted + strlen(m->evicted), sizeof(m->evicted) - strlen(m->evicted),
-             " rejoin_ms=%.3f", schizo_migrate_kv_num(r->text, "rejoin_ms", 0));
+    m->rejoin_ms = schizo_migrate_kv_num(r->text, "rejoin_ms", 0);
     note_rejoined(m, r->text);
     commit(m);
     wind_up(m);

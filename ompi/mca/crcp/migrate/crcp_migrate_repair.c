@@ -30,9 +30,11 @@ int crcp_migrate_reach(const int *ranks, int nranks)
 {
     int rc = OMPI_SUCCESS;
 
+    if (0 == nranks) {
+        return OMPI_SUCCESS;    /* the whole job: nobody moves */
+    }
     for (int j = 0; j < crcp_migrate_state.nprocs && OMPI_SUCCESS == rc; j++) {
-        if (j != crcp_migrate_state.me && 0 != nranks &&
-            crcp_migrate_relevant(j, ranks, nranks)) {
+        if (crcp_migrate_relevant(j, ranks, nranks)) {      /* never myself */
             rc = reach(j);
         }
     }
