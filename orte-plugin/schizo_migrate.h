@@ -203,6 +203,7 @@ void schizo_migrate_local_reattach(orte_proc_t *proc, bool exited, int status);
 void schizo_migrate_local_reserve(orte_jobid_t job, int delta);
 void schizo_migrate_local_launched(orte_proc_t *proc, int delta);
 int schizo_migrate_local_start_time(pid_t pid, unsigned long long *start);
+int schizo_migrate_local_session_dumpable(pid_t pid);
 
 /* schizo_migrate_text.c: growing text and "key=value" lookups. */
 struct schizo_migrate_text {

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "opal/mca/event/event.h"
@@ -231,4 +232,29 @@ int schizo_migrate_local_start_time(pid_t pid, unsigned long long *start)
         return -EINVAL;
     }
     return 0;
+}
+
+/* CRIU dumps a process only if its session leader lives in its pid namespace: a job started
+ * with --leave-session-attached from a container's exec'd shell has its leader outside. The
+ * last NSsid of /proc/PID/status is the session id seen from the process's own namespace:
+ * 0 there means the leader is invisible. Returns 1 (visible), 0 (not) or -errno. */
+int schizo_migrate_local_session_dumpable(pid_t pid)
+{
+    char path[64], line[256];
+    int visible = -ENOENT;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+    if (NULL == (f = fopen(path, "re"))) {
+        return -errno;
+    }
+    while (NULL != fgets(line, sizeof(line), f)) {
+        if (0 == strncmp(line, "NSsid:", 6)) {
+            char *last = strrchr(line, '\t');
+            visible = 0 != atoi(NULL != last ? last + 1 : line + 6);
+            break;
+        }
+    }
+    fclose(f);
+    return visible;
 }

@@ -56,7 +56,9 @@ start_job() {
     JOB_LOG=$TMPD/$name.log
     mkfifo "$TMPD/$name.in"
     exec {INFD}<>"$TMPD/$name.in"
-    "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
+    # setsid: with --leave-session-attached the ranks stay in our session, and CRIU refuses a
+    # session whose leader is outside the pid namespace (as in a container's exec'd shell).
+    setsid "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
         --mca schizo_migrate_plain 1 "${margs[@]}" -np 6 "$TICKER" -n 0 -m "$MIB" "$@" <"$TMPD/$name.in" >"$JOB_LOG" 2>&1 &
     MPIRUN_PID=$!
 }
@@ -279,7 +281,9 @@ end_stdin
 # ---------------------------------------------------------------- the leave step
 if [ -x "$CTL_RANK" ]; then
     JOB_LOG=$TMPD/leave.log
-    "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
+    # setsid: with --leave-session-attached the ranks stay in our session, and CRIU refuses a
+    # session whose leader is outside the pid namespace (as in a container's exec'd shell).
+    setsid "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
         --mca schizo_migrate_timeout 2 -np 6 "$CTL_RANK" --seconds 120 --until-file "$TMPD/stop" \
         >"$JOB_LOG" 2>&1 </dev/null &
     MPIRUN_PID=$!
