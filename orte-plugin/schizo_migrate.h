@@ -139,7 +139,8 @@ struct tool_conn;
 void schizo_migrate_move_start(struct tool_conn *tool, const char *request);
 void schizo_migrate_move_reply(const struct schizo_migrate_msg *m);
 void schizo_migrate_move_tool_closed(struct tool_conn *tool);
-bool schizo_migrate_move_active(orte_vpid_t *vpid);
+/* Is rank vpid being moved (ORTE_VPID_WILDCARD: is any)? */
+bool schizo_migrate_move_active(orte_vpid_t vpid);
 void schizo_migrate_move_stop(void);
 
 /* schizo_migrate_hnp.c: what the coordinator needs of mpirun's side. */

@@ -173,16 +173,14 @@ bool schizo_migrate_hnp_connected(orte_vpid_t vpid, int *nconnected)
 
 bool schizo_migrate_hnp_busy(char *what, size_t len)
 {
-    orte_vpid_t moving;
-
     if (NULL != hnp.req) {
         snprintf(what, len, "%s (epoch %u, running for %.1f s)",
                  omig_ctl_type_name(hnp.req->type), hnp.req->epoch,
                  (omig_ctl_now_ms() - hnp.req->t0) / 1e3);
         return true;
     }
-    if (schizo_migrate_move_active(&moving)) {
-        snprintf(what, len, "the migration of rank %u", (unsigned) moving);
+    if (schizo_migrate_move_active(ORTE_VPID_WILDCARD)) {
+        snprintf(what, len, "a migration");
         return true;
     }
     return false;
@@ -226,7 +224,6 @@ static void send_status(struct tool_conn *c)
 {
     orte_job_t *jdata = app_job();
     struct schizo_migrate_text t = { 0 };
-    orte_vpid_t moving;
     int n = 0;
 
     if (NULL != jdata && 0 == ranks_sync(jdata)) {
@@ -243,7 +240,7 @@ static void send_status(struct tool_conn *c)
         if (!rank_connected(r) && NULL != p && p->state >= ORTE_PROC_STATE_UNTERMINATED) {
             state = "exited";
         }
-        if (schizo_migrate_move_active(&moving) && moving == (orte_vpid_t) v) {
+        if (schizo_migrate_move_active((orte_vpid_t) v)) {
             state = "migrating";
         }
         text_add(&t, "%d %s %d %s\n", v, rank_node(jdata, v),

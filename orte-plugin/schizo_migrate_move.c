@@ -1,10 +1,14 @@
 /*
- * mpirun's coordinator of one move: `ompi-migrate migrate --rank R --to NODE`.
+ * mpirun's coordinator of migrations: `ompi-migrate migrate --rank R --to NODE` moves one
+ * rank, `ompi-migrate evacuate --node N [--to NODE]` moves every rank off a node, in
+ * parallel. One migration is a set of moves sharing one quiesce, one repair and one resume:
  *
- *   validate  job running, rank alive, NODE a node of the job other than the rank's: refused
+ *   validate  job running, ranks alive, target nodes of the job other than the ranks': refused
  *             before anything is touched otherwise
- *   QUIESCE   every rank: the channels to and from the rank drain and go quiet (an MPI rank
- *             with the plugin; a process without a control link skips this, REPAIR, RESUME)
+ *   QUIESCE   every rank: the channels to and from the moving ranks drain and go quiet (MPI
+ *             ranks with the plugin; processes without a control link skip this, REPAIR,
+ *             RESUME)
+ * then each move, all in parallel:
  *   INSPECT   A: the rank's pid and start time
  *   PREPARE   B: image directory and receiver (B refuses a pid taken there)
  *   EVICT     A: leave, detach, dump, send the images to B (A restores the rank itself if this
@@ -12,14 +16,16 @@
  *   ADOPT     B: restore stopped
  *   RESUME    B: attach and continue. The commit point: from here on the rank runs on B
  *   MOVED     every daemon (and mpirun's own map): the rank lives on B; A drops its images
- *   REPAIR    every rank: the rank's new addresses (from its REJOIN on B, or on A after a
- *             rollback: it listens anew there too); peers repair their endpoints in place
+ * and once every move ended, moved or rolled back:
+ *   REPAIR    every rank: the new addresses of the ranks that run again (from their REJOIN on
+ *             B, or on A after a rollback: they listen anew there too); peers repair their
+ *             endpoints in place
  *   RESUME    every rank: traffic flows again
- * After the commit point nothing is rolled back; before it, a failure or timeout cancels B and
- * has A restore the rank from the images it kept (ROLLBACK). B restores a rank stopped and runs
- * it only on RESUME, so a B that answers late can never run a second copy.
+ * After a move's commit point nothing of it is rolled back; before it, a failure or timeout
+ * cancels B and has A restore the rank from the images it kept (ROLLBACK). B restores a rank
+ * stopped and runs it only on RESUME, so a B that answers late can never run a second copy.
  *
- * One move at a time per job, and not during a quiesce/resume request.
+ * One migration at a time per job, and not during a quiesce/resume request.
  */
 #include "orte_config.h"
 
@@ -36,32 +42,42 @@
 
 #include "schizo_migrate.h"
 
+struct migration;
+
 struct move {
+    struct migration *mig;
     uint32_t id;
-    struct tool_conn *tool;         /* NULL once the tool hung up: the move still completes */
     orte_jobid_t job;
     orte_vpid_t vpid, from, to;     /* the rank, its daemon, the target daemon */
     char from_node[128], to_node[128];
     int awaiting;                   /* the step whose reply comes next */
     bool prepared;                  /* B holds a record: cancel it on failure */
     bool stdin_open;                /* mpirun forwards its stdin to this rank */
-    char inspected[128], prepared_at[128], evicted[512];
-    double t0, t_evict, restore_ms, attach_ms;
+    bool committed;                 /* the rank runs on B */
+    bool ended;                     /* moved, or rolled back / failed */
+    char inspected[128], evicted[512];
+    double t_evict, restore_ms, attach_ms, rejoin_ms, reconnect_ms;
     pid_t pid;
     opal_event_t timer;
     bool timer_set;
     char failure[1800];             /* "PHASE: why" of what failed first */
     int32_t status;
-    bool mpi;                       /* an MPI rank with the plugin: quiesce, repair, resume */
-    bool quiesced;                  /* the job is quiesced: resume it whatever happens */
-    bool committed;                 /* the rank runs on B */
     char tcp[400];                  /* its addresses where it runs again ("" if unchanged) */
-    double quiesce_ms, rejoin_ms, reconnect_ms, t_rejoined;
+};
+
+struct migration {
+    struct tool_conn *tool;         /* NULL once the tool hung up: the moves still complete */
+    struct move *moves;
+    int n, pending;
+    char evacuated[128];            /* the node evacuated, "" for a single move */
+    bool mpi;                       /* MPI ranks with the plugin: quiesce, repair, resume */
+    bool quiesced;                  /* the job is quiesced: resume it whatever happens */
+    double t0, quiesce_ms, t_repair;
 };
 
 static struct {
     uint32_t next_id;
-    struct move *cur;
+    struct migration *cur;
     bool *armed;                    /* daemons whose side-car serves this job */
     int narmed;
 } mv;
@@ -88,12 +104,14 @@ static const char *phase_name(int step)
     }
 }
 
-bool schizo_migrate_move_active(orte_vpid_t *vpid)
+bool schizo_migrate_move_active(orte_vpid_t vpid)
 {
-    if (NULL != mv.cur && NULL != vpid) {
-        *vpid = mv.cur->vpid;
+    for (int i = 0; NULL != mv.cur && i < mv.cur->n; i++) {
+        if (ORTE_VPID_WILDCARD == vpid || mv.cur->moves[i].vpid == vpid) {
+            return true;
+        }
     }
-    return NULL != mv.cur;
+    return false;
 }
 
 /* ------------------------------------------------------------------ the job's nodes */
@@ -126,7 +144,7 @@ static void arm(orte_job_t *jdata)
     }
 }
 
-/* The target daemon of node `name`, or ORTE_VPID_INVALID; nodes lists the candidates. */
+/* The daemon of node `name`, or ORTE_VPID_INVALID; nodes lists the candidates. */
 static orte_vpid_t find_node(const char *name, struct schizo_migrate_text *nodes)
 {
     orte_vpid_t found = ORTE_VPID_INVALID;
@@ -144,17 +162,58 @@ static orte_vpid_t find_node(const char *name, struct schizo_migrate_text *nodes
     return found;
 }
 
+static bool rank_alive(orte_proc_t *p)
+{
+    return NULL != p && NULL != p->node && p->state < ORTE_PROC_STATE_UNTERMINATED;
+}
+
+/* Live ranks of the job per daemon (load[d]), as the maps say now. */
+static void count_load(orte_job_t *jdata, int *load)
+{
+    for (orte_vpid_t v = 0; v < jdata->num_procs; v++) {
+        orte_proc_t *p = opal_pointer_array_get_item(jdata->procs, v);
+        if (rank_alive(p) && p->parent < (orte_vpid_t) mv.narmed) {
+            load[p->parent]++;
+        }
+    }
+}
+
+/* For an evacuation: the node with the most free slots, then the fewest ranks. */
+static orte_vpid_t pick_target(orte_vpid_t avoid, const int *load)
+{
+    orte_vpid_t best = ORTE_VPID_INVALID;
+    int best_free = 0;
+
+    for (int d = 1; d < mv.narmed; d++) {
+        orte_node_t *node = daemon_node((orte_vpid_t) d);
+        int free_slots = NULL != node ? node->slots - load[d] : 0;
+
+        if (!mv.armed[d] || NULL == node || (orte_vpid_t) d == avoid) {
+            continue;
+        }
+        if (ORTE_VPID_INVALID == best || free_slots > best_free ||
+            (free_slots == best_free && load[d] < load[best])) {
+            best = (orte_vpid_t) d;
+            best_free = free_slots;
+        }
+    }
+    return best;
+}
+
 /* ------------------------------------------------------------------ answering the tool */
 
-static void move_free(struct move *m)
+static void migration_free(struct migration *g)
 {
-    if (m->timer_set) {
-        opal_event_evtimer_del(&m->timer);
+    for (int i = 0; i < g->n; i++) {
+        if (g->moves[i].timer_set) {
+            opal_event_evtimer_del(&g->moves[i].timer);
+        }
     }
-    if (mv.cur == m) {
+    if (mv.cur == g) {
         mv.cur = NULL;
     }
-    free(m);
+    free(g->moves);
+    free(g);
 }
 
 /* ERROR payload: the message, then "phase=.. from=.. to=.." for the tool's JSON. */
@@ -177,100 +236,175 @@ static void refuse(struct tool_conn *tool, int32_t status, const char *from, con
     schizo_migrate_hnp_tool_send(tool, OMIG_CTL_ERROR, status, msg);
 }
 
-static void report_failure(struct move *m)
+/* "migrating rank R from A to B failed: why" */
+static void failure_text(struct schizo_migrate_text *t, const struct move *m)
 {
-    char msg[2400], phase[32];
+    schizo_migrate_text_add(t, "migrating rank %u from %s to %s failed: %s", (unsigned) m->vpid,
+                            m->from_node, m->to_node, m->failure);
+}
 
-    snprintf(phase, sizeof(phase), "%.*s", (int) strcspn(m->failure, ":"), m->failure);
-    snprintf(msg, sizeof(msg), "migrating rank %u from %s to %s failed: %s\nphase=%s from=%s "
-             "to=%s", (unsigned) m->vpid, m->from_node, m->to_node, m->failure, phase,
-             m->from_node, m->to_node);
-    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: %.*s", m->id,
-                           (int) strcspn(msg, "\n"), msg);
-    schizo_migrate_hnp_tool_send(m->tool, OMIG_CTL_ERROR, m->status, msg);
-    move_free(m);
+/* One line per move: the report of a move that succeeded, "PHASE: why" of one that failed. */
+static void move_line(struct schizo_migrate_text *t, const struct move *m, double now)
+{
+    const struct migration *g = m->mig;
+    double leave_ms = schizo_migrate_kv_num(m->evicted, "leave_ms", 0);
+    double detach_ms = schizo_migrate_kv_num(m->evicted, "detach_ms", 0);
+
+    if (!m->committed) {
+        schizo_migrate_text_add(t, "rank=%u from=%s to=%s ok=0 status=%d error=",
+                                (unsigned) m->vpid, m->from_node, m->to_node, (int) m->status);
+        failure_text(t, m);
+        return;
+    }
+    /* downtime, on mpirun's clock: for an MPI rank from the LEAVE (its last MPI progress on
+     * A) to the job's resume (its first message can flow on B); for a plain process from the
+     * dump's start (EVICT less what A spent before the freeze) to the SIGCONT on B. */
+    schizo_migrate_text_add(t, "rank=%u from=%s to=%s pid=%d quiesce_ms=%.3f leave_ms=%.3f "
+                            "detach_ms=%.3f dump_ms=%.3f transfer_ms=%.3f restore_ms=%.3f "
+                            "reconnect_ms=%.3f downtime_ms=%.3f total_ms=%.3f bytes=%.0f "
+                            "files=%.0f", (unsigned) m->vpid, m->from_node, m->to_node,
+                            (int) m->pid, g->quiesce_ms, leave_ms, detach_ms,
+                            schizo_migrate_kv_num(m->evicted, "dump_ms", 0),
+                            schizo_migrate_kv_num(m->evicted, "transfer_ms", 0),
+                            m->restore_ms + m->attach_ms, m->reconnect_ms,
+                            g->mpi ? now - m->t_evict
+                                   : now - m->t_evict - leave_ms - detach_ms, now - g->t0,
+                            schizo_migrate_kv_num(m->evicted, "bytes", 0),
+                            schizo_migrate_kv_num(m->evicted, "files", 0));
+}
+
+/* A single move answers MIGRATED with its report, or ERROR "message\nphase=.. from=.. to=..".
+ * An evacuation answers MIGRATED, its status the first failure's (0 if all moved), with a
+ * summary line "node=N ranks=K moved=M total_ms=T" and one line per move. */
+static void report(struct migration *g)
+{
+    struct schizo_migrate_text t = { 0 };
+    double now = omig_ctl_now_ms();
+    int32_t status = OMIG_CTL_OK;
+    const struct move *failed = NULL;
+    int moved = 0;
+
+    for (int i = 0; i < g->n; i++) {
+        if (g->moves[i].committed) {
+            moved++;
+        } else if (NULL == failed) {
+            failed = &g->moves[i];
+            status = failed->status ? failed->status : OMIG_CTL_EFAIL;
+        }
+    }
+    if ('\0' == g->evacuated[0] && NULL != failed) {
+        char phase[32];
+        snprintf(phase, sizeof(phase), "%.*s", (int) strcspn(failed->failure, ":"),
+                 failed->failure);
+        failure_text(&t, failed);
+        schizo_migrate_text_add(&t, "\nphase=%s from=%s to=%s", phase, failed->from_node,
+                                failed->to_node);
+        SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: %.*s", failed->id,
+                               (int) strcspn(t.s, "\n"), t.s);
+        schizo_migrate_hnp_tool_send(g->tool, OMIG_CTL_ERROR, status, t.s);
+    } else {
+        if ('\0' != g->evacuated[0]) {
+            schizo_migrate_text_add(&t, "node=%s ranks=%d moved=%d quiesce_ms=%.3f "
+                                    "total_ms=%.3f\n", g->evacuated, g->n, moved,
+                                    g->quiesce_ms, now - g->t0);
+        }
+        for (int i = 0; i < g->n; i++) {
+            move_line(&t, &g->moves[i], now);
+            schizo_migrate_text_add(&t, "\n");
+        }
+        SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: migration done: %s", t.s);
+        schizo_migrate_hnp_tool_send(g->tool, OMIG_CTL_MIGRATED, status, t.s);
+    }
+    free(t.s);
+    migration_free(g);
 }
 
 /* ------------------------------------------------------------------ winding up */
 
-static void succeed(struct move *m);
-
-static void wound_up(struct move *m)
-{
-    if (m->committed) {
-        succeed(m);
-    } else {
-        report_failure(m);
-    }
-}
-
 static void resumed(void *arg, int32_t status, const char *text)
 {
-    struct move *m = arg;
+    struct migration *g = arg;
 
     if (OMIG_CTL_OK != status) {
-        SCHIZO_MIGRATE_ERROR("schizo:migrate: move %u: resuming the job failed: %s", m->id,
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: resuming the job after a migration failed: %s",
                              text);
-        if (m->committed) {
-            m->committed = false;
-            snprintf(m->failure, sizeof(m->failure), "resume: rank %u runs on %s, but the job "
-                     "could not be resumed: %s", (unsigned) m->vpid, m->to_node, text);
-            m->status = OMIG_CTL_EFAIL;
+        for (int i = 0; i < g->n; i++) {
+            struct move *m = &g->moves[i];
+            if (m->committed) {
+                m->committed = false;
+                snprintf(m->failure, sizeof(m->failure), "resume: rank %u runs on %s, but the "
+                         "job could not be resumed: %s", (unsigned) m->vpid, m->to_node, text);
+                m->status = OMIG_CTL_EFAIL;
+            }
         }
     }
-    m->quiesced = false;
-    wound_up(m);
+    g->quiesced = false;
+    report(g);
 }
 
-static void resume_job(struct move *m)
+static void resume_job(struct migration *g)
 {
-    if (0 != schizo_migrate_hnp_request(OMIG_CTL_RESUME, NULL, 0, resumed, m)) {
-        resumed(m, OMIG_CTL_EFAIL, "another request is in flight");
+    if (0 != schizo_migrate_hnp_request(OMIG_CTL_RESUME, NULL, 0, resumed, g)) {
+        resumed(g, OMIG_CTL_EFAIL, "another request is in flight");
     }
 }
 
 static void repaired(void *arg, int32_t status, const char *text)
 {
-    struct move *m = arg;
+    struct migration *g = arg;
+    double now = omig_ctl_now_ms();
 
-    m->reconnect_ms = m->rejoin_ms + omig_ctl_now_ms() - m->t_rejoined;
-    if (OMIG_CTL_OK != status) {
-        /* Peers that could not repair cannot reach the rank: say so, the job resumes. */
-        SCHIZO_MIGRATE_ERROR("schizo:migrate: move %u: repairing the endpoints to rank %u "
-                             "failed: %s", m->id, (unsigned) m->vpid, text);
+    for (int i = 0; i < g->n; i++) {
+        g->moves[i].reconnect_ms = g->moves[i].rejoin_ms + now - g->t_repair;
     }
-    resume_job(m);
+    if (OMIG_CTL_OK != status) {
+        /* Peers that could not repair cannot reach the ranks: say so, the job resumes. */
+        SCHIZO_MIGRATE_ERROR("schizo:migrate: repairing the endpoints to the moved ranks "
+                             "failed: %s", text);
+    }
+    resume_job(g);
 }
 
-/* The end of a move, successful or not: peers learn where the rank listens now, then the job
- * resumes; the tool hears the outcome after that. */
-static void wind_up(struct move *m)
+/* Every move ended: peers learn where the ranks listen now, then the job resumes; the tool
+ * hears the outcome after that. */
+static void wind_up(struct migration *g)
 {
-    char text[480];
+    struct schizo_migrate_text t = { 0 };
+    int rc = -1;
 
+    g->t_repair = omig_ctl_now_ms();
+    for (int i = 0; i < g->n; i++) {
+        if ('\0' != g->moves[i].tcp[0]) {
+            schizo_migrate_text_add(&t, "rank=%u tcp=%s\n", (unsigned) g->moves[i].vpid,
+                                    g->moves[i].tcp);
+        }
+    }
+    if (g->quiesced && NULL != t.s) {
+        rc = schizo_migrate_hnp_request(OMIG_CTL_REPAIR, t.s, t.len + 1, repaired, g);
+    }
+    free(t.s);
+    if (0 == rc) {
+        return;
+    }
+    if (g->quiesced) {
+        resume_job(g);
+        return;
+    }
+    report(g);
+}
+
+/* A move is over (committed, rolled back or failed); the last one winds the migration up. */
+static void ended(struct move *m)
+{
     if (m->timer_set) {
         opal_event_evtimer_del(&m->timer);
         m->timer_set = false;
     }
     m->awaiting = 0;
-    m->t_rejoined = omig_ctl_now_ms();
-    if (m->quiesced && '\0' != m->tcp[0]) {
-        snprintf(text, sizeof(text), "rank=%u tcp=%s", (unsigned) m->vpid, m->tcp);
-        if (0 == schizo_migrate_hnp_request(OMIG_CTL_REPAIR, text, strlen(text) + 1, repaired,
-                                            m)) {
-            return;
-        }
+    m->ended = true;
+    if (0 == --m->mig->pending) {
+        wind_up(m->mig);
     }
-    if (m->quiesced) {
-        resume_job(m);
-        return;
-    }
-    wound_up(m);
-}
-
-static void fail(struct move *m)
-{
-    wind_up(m);
 }
 
 /* The addresses a rank that runs again answered with ("tcp=..." in a reply text). */
@@ -344,7 +478,7 @@ static void roll_back(struct move *m)
     request(m, m->from, SM_ROLLBACK, mca_schizo_migrate_params.move_timeout, text);
 }
 
-/* ------------------------------------------------------------------ success */
+/* ------------------------------------------------------------------ commit */
 
 static void tell_daemons(struct move *m)
 {
@@ -368,34 +502,6 @@ static void commit(struct move *m)
     tell_daemons(m);
 }
 
-static void succeed(struct move *m)
-{
-    struct schizo_migrate_text t = { 0 };
-    double now = omig_ctl_now_ms(), leave_ms, detach_ms;
-
-    leave_ms = schizo_migrate_kv_num(m->evicted, "leave_ms", 0);
-    detach_ms = schizo_migrate_kv_num(m->evicted, "detach_ms", 0);
-    /* downtime, on mpirun's clock: for an MPI rank from the LEAVE (its last MPI progress on
-     * A) to the job's resume (its first message can flow on B); for a plain process from the
-     * dump's start (EVICT less what A spent before the freeze) to the SIGCONT on B. */
-    schizo_migrate_text_add(&t, "rank=%u from=%s to=%s pid=%d quiesce_ms=%.3f leave_ms=%.3f "
-                            "detach_ms=%.3f dump_ms=%.3f transfer_ms=%.3f restore_ms=%.3f "
-                            "reconnect_ms=%.3f downtime_ms=%.3f total_ms=%.3f bytes=%.0f "
-                            "files=%.0f", (unsigned) m->vpid, m->from_node, m->to_node,
-                            (int) m->pid, m->quiesce_ms, leave_ms, detach_ms,
-                            schizo_migrate_kv_num(m->evicted, "dump_ms", 0),
-                            schizo_migrate_kv_num(m->evicted, "transfer_ms", 0),
-                            m->restore_ms + m->attach_ms, m->reconnect_ms,
-                            m->mpi ? now - m->t_evict
-                                   : now - m->t_evict - leave_ms - detach_ms, now - m->t0,
-                            schizo_migrate_kv_num(m->evicted, "bytes", 0),
-                            schizo_migrate_kv_num(m->evicted, "files", 0));
-    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u done: %s", m->id, t.s);
-    schizo_migrate_hnp_tool_send(m->tool, OMIG_CTL_MIGRATED, OMIG_CTL_OK, t.s);
-    free(t.s);
-    move_free(m);
-}
-
 /* ------------------------------------------------------------------ replies */
 
 static void failed_at(struct move *m, int32_t status, const char *text)
@@ -408,7 +514,7 @@ static void on_inspected(struct move *m, const struct schizo_migrate_msg *r)
 {
     if (OMIG_CTL_OK != r->status) {
         failed_at(m, r->status, r->text);
-        fail(m);
+        ended(m);
         return;
     }
     snprintf(m->inspected, sizeof(m->inspected), "%s", r->text);
@@ -422,7 +528,7 @@ static void on_prepared(struct move *m, const struct schizo_migrate_msg *r)
 
     if (OMIG_CTL_OK != r->status) {
         failed_at(m, r->status, r->text);
-        fail(m);
+        ended(m);
         return;
     }
     m->prepared = true;
@@ -442,7 +548,7 @@ static void on_evicted(struct move *m, const struct schizo_migrate_msg *r)
         cancel_target(m);
         failed_at(m, r->status, r->text);
         note_rejoined(m, r->text);
-        fail(m);
+        ended(m);
         return;
     }
     snprintf(m->evicted, sizeof(m->evicted), "%s", r->text);
@@ -475,7 +581,7 @@ static void on_resumed(struct move *m, const struct schizo_migrate_msg *r)
     m->rejoin_ms = schizo_migrate_kv_num(r->text, "rejoin_ms", 0);
     note_rejoined(m, r->text);
     commit(m);
-    wind_up(m);
+    ended(m);
 }
 
 static void on_rolled_back(struct move *m, const struct schizo_migrate_msg *r)
@@ -485,15 +591,25 @@ static void on_rolled_back(struct move *m, const struct schizo_migrate_msg *r)
     snprintf(m->failure + n, sizeof(m->failure) - n, "; %s", r->text);
     m->status = OMIG_CTL_OK == r->status ? OMIG_CTL_EROLLBACK : OMIG_CTL_ELOST;
     note_rejoined(m, r->text);
-    fail(m);
+    ended(m);
+}
+
+static struct move *find_move(uint32_t id)
+{
+    for (int i = 0; NULL != mv.cur && i < mv.cur->n; i++) {
+        if (mv.cur->moves[i].id == id) {
+            return &mv.cur->moves[i];
+        }
+    }
+    return NULL;
 }
 
 void schizo_migrate_move_reply(const struct schizo_migrate_msg *r)
 {
-    struct move *m = mv.cur;
+    struct move *m = find_move(r->id);
     int step = r->step & ~SM_REPLY;
 
-    if (NULL == m || r->id != m->id || step != m->awaiting) {
+    if (NULL == m || m->ended || step != m->awaiting) {
         SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: ignored a late %s reply of move %u (%s)",
                                step_name(step), r->id, r->text);
         return;
@@ -530,7 +646,7 @@ static void timeout_cb(int fd, short flags, void *arg)
         failed_at(m, OMIG_CTL_ETIMEDOUT, why);
         m->prepared = SM_PREPARE == m->awaiting;   /* B may have prepared after all */
         cancel_target(m);
-        fail(m);
+        ended(m);
         break;
     case SM_EVICT:
     case SM_ADOPT:
@@ -543,31 +659,111 @@ static void timeout_cb(int fd, short flags, void *arg)
         failed_at(m, OMIG_CTL_ELOST, why);
         snprintf(m->failure + strlen(m->failure), sizeof(m->failure) - strlen(m->failure),
                  "; the rank's state is unknown (check %s)", m->to_node);
-        fail(m);
+        ended(m);
         break;
     case SM_ROLLBACK:
         snprintf(m->failure + strlen(m->failure), sizeof(m->failure) - strlen(m->failure),
                  "; %s: the rank may be lost", why);
         m->status = OMIG_CTL_ELOST;
-        fail(m);
+        ended(m);
         break;
     }
 }
 
-/* ------------------------------------------------------------------ start */
+/* ------------------------------------------------------------------ validation */
 
-/* "rank=R to=NODE" -> checked move, or the tool got an error and nothing was touched. */
-static struct move *validate(struct tool_conn *tool, const char *text)
+/* The job, if it runs (the tool got an error otherwise). */
+static orte_job_t *running_job(struct tool_conn *tool, const char *to)
+{
+    orte_job_t *jdata = schizo_migrate_hnp_job();
+
+    if (NULL == jdata || 0 == jdata->num_procs || jdata->state < ORTE_JOB_STATE_RUNNING) {
+        refuse(tool, OMIG_CTL_EGONE, "?", to, "job %d is still launching: retry in a moment",
+               (int) getpid());
+        return NULL;
+    }
+    if (jdata->state >= ORTE_JOB_STATE_UNTERMINATED) {
+        refuse(tool, OMIG_CTL_EGONE, "?", to, "job %d is ending", (int) getpid());
+        return NULL;
+    }
+    arm(jdata);
+    return jdata;
+}
+
+/* Can this live rank leave its node? *mpi: it is an MPI rank with the plugin. */
+static bool movable(struct tool_conn *tool, const orte_proc_t *proc, const char *to, bool *mpi)
+{
+    int nconnected = 0;
+    long rank = (long) proc->name.vpid;
+    bool connected = schizo_migrate_hnp_connected(proc->name.vpid, &nconnected);
+
+    if (0 == proc->parent) {
+        refuse(tool, OMIG_CTL_EINVAL, proc->node->name, to, "rank %ld runs on mpirun's own "
+               "node %s: moving ranks from there is not supported yet", rank, proc->node->name);
+        return false;
+    }
+    if (!connected && (nconnected > 0 || !mca_schizo_migrate_params.plain)) {
+        refuse(tool, nconnected > 0 ? OMIG_CTL_EGONE : OMIG_CTL_ENOPLUGIN, proc->node->name, to,
+               nconnected > 0 ? "rank %ld of job %d is not connected to the control plane "
+               "(still in MPI_Init, or already in MPI_Finalize): retry in a moment"
+               : "rank %ld of job %d cannot be moved: the job was not started with --mca crcp "
+               "migrate (none of its ranks connected to the control plane)",
+               rank, (int) getpid());
+        return false;
+    }
+    *mpi = *mpi || connected;
+    return true;
+}
+
+static bool idle(struct tool_conn *tool, const char *from, const char *to)
+{
+    char busy[160];
+
+    if (schizo_migrate_hnp_busy(busy, sizeof(busy))) {
+        refuse(tool, OMIG_CTL_EBUSY, from, to, "job %d is busy with %s: retry when it is done",
+               (int) getpid(), busy);
+        return false;
+    }
+    return true;
+}
+
+static struct migration *migration_new(orte_job_t *jdata, int n)
+{
+    struct migration *g = calloc(1, sizeof(*g));
+
+    if (NULL != g && NULL == (g->moves = calloc((size_t) n, sizeof(*g->moves)))) {
+        free(g);
+        g = NULL;
+    }
+    for (int i = 0; NULL != g && i < n; i++) {
+        g->moves[i].mig = g;
+        g->moves[i].job = jdata->jobid;
+    }
+    if (NULL != g) {
+        g->n = n;
+    }
+    return g;
+}
+
+static void move_set(struct move *m, const orte_proc_t *proc, orte_vpid_t to)
+{
+    m->vpid = proc->name.vpid;
+    m->from = proc->parent;
+    m->to = to;
+    snprintf(m->from_node, sizeof(m->from_node), "%s", proc->node->name);
+    snprintf(m->to_node, sizeof(m->to_node), "%s", daemon_node(to)->name);
+}
+
+/* "rank=R to=NODE" -> a checked migration of one rank, or the tool got an error. */
+static struct migration *validate_rank(struct tool_conn *tool, const char *text)
 {
     struct schizo_migrate_text nodes = { 0 };
-    orte_job_t *jdata = schizo_migrate_hnp_job();
-    char rank_s[32] = "", to[128] = "", busy[160];
+    char rank_s[32] = "", to[128] = "";
+    struct migration *g = NULL;
+    orte_job_t *jdata;
     orte_proc_t *proc;
-    orte_node_t *node;
     orte_vpid_t target;
-    struct move *m = NULL;
-    int nconnected = 0;
-    bool connected;
+    bool mpi = false;
     char *end;
     long rank;
 
@@ -579,13 +775,7 @@ static struct move *validate(struct tool_conn *tool, const char *text)
                text);
         return NULL;
     }
-    if (NULL == jdata || 0 == jdata->num_procs || jdata->state < ORTE_JOB_STATE_RUNNING) {
-        refuse(tool, OMIG_CTL_EGONE, "?", to, "job %d is still launching: retry in a moment",
-               (int) getpid());
-        return NULL;
-    }
-    if (jdata->state >= ORTE_JOB_STATE_UNTERMINATED) {
-        refuse(tool, OMIG_CTL_EGONE, "?", to, "job %d is ending", (int) getpid());
+    if (NULL == (jdata = running_job(tool, to))) {
         return NULL;
     }
     if ((orte_vpid_t) rank >= jdata->num_procs) {
@@ -594,92 +784,192 @@ static struct move *validate(struct tool_conn *tool, const char *text)
         return NULL;
     }
     proc = opal_pointer_array_get_item(jdata->procs, (int) rank);
-    node = NULL != proc ? proc->node : NULL;
-    if (NULL == proc || NULL == node || proc->state >= ORTE_PROC_STATE_UNTERMINATED) {
-        refuse(tool, OMIG_CTL_EGONE, node ? node->name : "?", to, "rank %ld of job %d has "
-               "ended: nothing to move", rank, (int) getpid());
+    if (!rank_alive(proc)) {
+        refuse(tool, OMIG_CTL_EGONE, proc && proc->node ? proc->node->name : "?", to, "rank %ld "
+               "of job %d has ended: nothing to move", rank, (int) getpid());
         return NULL;
     }
-    arm(jdata);
-    connected = schizo_migrate_hnp_connected((orte_vpid_t) rank, &nconnected);
     target = find_node(to, &nodes);
     if (ORTE_VPID_INVALID == target) {
-        refuse(tool, OMIG_CTL_EINVAL, node->name, to, "unknown node '%s'; nodes of this job: "
-               "%s", to, nodes.s ? nodes.s : "(none)");
+        refuse(tool, OMIG_CTL_EINVAL, proc->node->name, to, "unknown node '%s'; nodes of this "
+               "job: %s", to, nodes.s ? nodes.s : "(none)");
     } else if (target == proc->parent) {
-        refuse(tool, OMIG_CTL_EINVAL, node->name, to, "rank %ld already runs on %s; nodes of "
-               "this job: %s", rank, to, nodes.s);
-    } else if (0 == proc->parent) {
-        refuse(tool, OMIG_CTL_EINVAL, node->name, to, "rank %ld runs on mpirun's own node %s: "
-               "moving ranks from there is not supported yet", rank, node->name);
-    } else if (!connected && (nconnected > 0 || !mca_schizo_migrate_params.plain)) {
-        refuse(tool, nconnected > 0 ? OMIG_CTL_EGONE : OMIG_CTL_ENOPLUGIN, node->name, to,
-               nconnected > 0 ? "rank %ld of job %d is not connected to the control plane "
-               "(still in MPI_Init, or already in MPI_Finalize): retry in a moment"
-               : "rank %ld of job %d cannot be moved: the job was not started with --mca crcp "
-               "migrate (none of its ranks connected to the control plane)",
-               rank, (int) getpid());
-    } else if (schizo_migrate_hnp_busy(busy, sizeof(busy))) {
-        refuse(tool, OMIG_CTL_EBUSY, node->name, to, "job %d is busy with %s: retry when it "
-               "is done", (int) getpid(), busy);
-    } else if (NULL != (m = calloc(1, sizeof(*m)))) {
-        m->job = jdata->jobid;
-        m->vpid = (orte_vpid_t) rank;
-        m->mpi = connected;
-        m->from = proc->parent;
-        m->to = target;
-        snprintf(m->from_node, sizeof(m->from_node), "%s", node->name);
-        snprintf(m->to_node, sizeof(m->to_node), "%s", to);
-    } else {
-        refuse(tool, OMIG_CTL_EFAIL, node->name, to, "mpirun is out of memory");
+        refuse(tool, OMIG_CTL_EINVAL, proc->node->name, to, "rank %ld already runs on %s; "
+               "nodes of this job: %s", rank, to, nodes.s);
+    } else if (movable(tool, proc, to, &mpi) && idle(tool, proc->node->name, to)) {
+        if (NULL != (g = migration_new(jdata, 1))) {
+            g->mpi = mpi;
+            move_set(&g->moves[0], proc, target);
+        } else {
+            refuse(tool, OMIG_CTL_EFAIL, proc->node->name, to, "mpirun is out of memory");
+        }
     }
     free(nodes.s);
-    return m;
+    return g;
 }
 
-static void inspect(struct move *m)
+/* The live ranks on daemon d, into procs (room for the job's size); their number. */
+static int ranks_on(orte_job_t *jdata, orte_vpid_t d, orte_proc_t **procs)
 {
-    request(m, m->from, SM_INSPECT, mca_schizo_migrate_params.timeout, "");
+    int n = 0;
+
+    for (orte_vpid_t v = 0; v < jdata->num_procs; v++) {
+        orte_proc_t *p = opal_pointer_array_get_item(jdata->procs, v);
+        if (rank_alive(p) && p->parent == d) {
+            procs[n++] = p;
+        }
+    }
+    return n;
+}
+
+/* Every rank of the evacuated node gets a target: the one given, or the node with the most
+ * free slots at that point. */
+static struct migration *evacuation_new(orte_job_t *jdata, orte_proc_t **procs, int n,
+                                        orte_vpid_t src, orte_vpid_t given, bool mpi)
+{
+    struct migration *g = migration_new(jdata, n);
+    int *load = calloc((size_t) mv.narmed, sizeof(int));
+
+    if (NULL != g && NULL != load) {
+        count_load(jdata, load);
+        g->mpi = mpi;
+        for (int i = 0; i < n; i++) {
+            orte_vpid_t to = ORTE_VPID_INVALID != given ? given : pick_target(src, load);
+            move_set(&g->moves[i], procs[i], to);
+            load[to]++;
+        }
+    } else if (NULL != g) {
+        migration_free(g);
+        g = NULL;
+    }
+    free(load);
+    return g;
+}
+
+/* "node=N [to=NODE]" -> a checked evacuation of every rank on N, or the tool got an error. */
+static struct migration *validate_node(struct tool_conn *tool, const char *text)
+{
+    struct schizo_migrate_text nodes = { 0 };
+    char node[128] = "", to[128] = "";
+    struct migration *g = NULL;
+    orte_job_t *jdata;
+    orte_proc_t **procs = NULL;
+    orte_vpid_t src, given = ORTE_VPID_INVALID;
+    bool mpi = false, ok = true;
+    int n = 0;
+
+    (void) schizo_migrate_kv(text, "node", node, sizeof(node));
+    (void) schizo_migrate_kv(text, "to", to, sizeof(to));
+    if (NULL == (jdata = running_job(tool, to[0] ? to : "?"))) {
+        return NULL;
+    }
+    src = find_node(node, &nodes);
+    if ('\0' != to[0]) {
+        given = find_node(to, &nodes);
+    }
+    if (ORTE_VPID_INVALID == src || ('\0' != to[0] && ORTE_VPID_INVALID == given)) {
+        refuse(tool, OMIG_CTL_EINVAL, node, to, "unknown node '%s'; nodes of this job: %s",
+               ORTE_VPID_INVALID == src ? node : to, nodes.s ? nodes.s : "(none)");
+    } else if (given == src) {
+        refuse(tool, OMIG_CTL_EINVAL, node, to, "cannot evacuate %s onto itself", node);
+    } else if (NULL == (procs = calloc(jdata->num_procs, sizeof(*procs)))) {
+        refuse(tool, OMIG_CTL_EFAIL, node, to, "mpirun is out of memory");
+    } else if (0 == (n = ranks_on(jdata, src, procs))) {
+        refuse(tool, OMIG_CTL_EINVAL, node, to, "no rank of job %d runs on %s: nothing to "
+               "evacuate", (int) getpid(), node);
+    } else {
+        for (int i = 0; i < n && ok; i++) {
+            ok = movable(tool, procs[i], to, &mpi);
+        }
+        if (ok && idle(tool, node, to) &&
+            NULL == (g = evacuation_new(jdata, procs, n, src, given, mpi))) {
+            refuse(tool, OMIG_CTL_EFAIL, node, to, "mpirun is out of memory");
+        }
+    }
+    if (NULL != g) {
+        snprintf(g->evacuated, sizeof(g->evacuated), "%s", node);
+    }
+    free(procs);
+    free(nodes.s);
+    return g;
+}
+
+/* ------------------------------------------------------------------ start */
+
+static void inspect_all(struct migration *g)
+{
+    for (int i = 0; i < g->n; i++) {
+        request(&g->moves[i], g->moves[i].from, SM_INSPECT, mca_schizo_migrate_params.timeout,
+                "");
+    }
+}
+
+/* The last ended() frees g. */
+static void fail_all(struct migration *g, int32_t status, const char *why)
+{
+    for (int i = 0, n = g->n; i < n; i++) {
+        failed_at(&g->moves[i], status, why);
+        ended(&g->moves[i]);
+    }
 }
 
 static void quiesced(void *arg, int32_t status, const char *text)
 {
-    struct move *m = arg;
+    struct migration *g = arg;
+    char why[1800];
 
-    m->quiesce_ms = omig_ctl_now_ms() - m->t0;
+    g->quiesce_ms = omig_ctl_now_ms() - g->t0;
     if (OMIG_CTL_OK != status) {
-        snprintf(m->failure, sizeof(m->failure), "quiesce: %s", text);
-        m->status = status;
-        fail(m);        /* the failed quiesce was undone already */
+        snprintf(why, sizeof(why), "quiesce: %s", text);
+        fail_all(g, status, why);       /* the failed quiesce was undone already */
         return;
     }
-    m->quiesced = true;
-    inspect(m);
+    g->quiesced = true;
+    inspect_all(g);
+}
+
+static void quiesce(struct migration *g)
+{
+    int32_t *ranks = calloc((unsigned) g->n, sizeof(int32_t));
+    int rc = -1;
+
+    for (int i = 0; NULL != ranks && i < g->n; i++) {
+        ranks[i] = (int32_t) g->moves[i].vpid;
+    }
+    if (NULL != ranks) {
+        rc = schizo_migrate_hnp_request(OMIG_CTL_QUIESCE, ranks, (unsigned) g->n * sizeof(*ranks),
+                                        quiesced, g);
+    }
+    free(ranks);
+    if (0 != rc) {
+        fail_all(g, OMIG_CTL_EBUSY, "quiesce: another request of the job is in flight");
+    }
 }
 
 void schizo_migrate_move_start(struct tool_conn *tool, const char *text)
 {
-    struct move *m = validate(tool, text);
-    int32_t rank;
+    struct migration *g = NULL != strstr(text, "node=") ? validate_node(tool, text)
+                                                        : validate_rank(tool, text);
 
-    if (NULL == m) {
+    if (NULL == g) {
         return;
     }
-    rank = (int32_t) m->vpid;
-    m->id = ++mv.next_id;
-    m->tool = tool;
-    m->t0 = omig_ctl_now_ms();
-    m->stdin_open = schizo_migrate_map_stdin_open(m->job, m->vpid);
-    mv.cur = m;
-    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: rank %u from %s to %s%s", m->id,
-                           (unsigned) m->vpid, m->from_node, m->to_node,
-                           m->mpi ? "" : " (a process without the plugin)");
-    if (!m->mpi) {
-        inspect(m);
-    } else if (0 != schizo_migrate_hnp_request(OMIG_CTL_QUIESCE, &rank, sizeof(rank), quiesced,
-                                               m)) {
-        failed_at(m, OMIG_CTL_EBUSY, "quiesce: another request of the job is in flight");
-        fail(m);
+    g->tool = tool;
+    g->t0 = omig_ctl_now_ms();
+    g->pending = g->n;
+    mv.cur = g;
+    for (int i = 0; i < g->n; i++) {
+        struct move *m = &g->moves[i];
+        m->id = ++mv.next_id;
+        m->stdin_open = schizo_migrate_map_stdin_open(m->job, m->vpid);
+        SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: rank %u from %s to %s%s", m->id,
+                               (unsigned) m->vpid, m->from_node, m->to_node,
+                               g->mpi ? "" : " (a process without the plugin)");
+    }
+    if (g->mpi) {
+        quiesce(g);
+    } else {
+        inspect_all(g);
     }
 }
 
@@ -690,14 +980,24 @@ void schizo_migrate_move_tool_closed(struct tool_conn *tool)
     }
 }
 
-/* At finalize: the job ended (or aborted) during a move; the daemons kill what they hold. */
+/* At finalize: the job ended (or aborted) during a migration; the daemons kill what they
+ * hold. */
 void schizo_migrate_move_stop(void)
 {
-    if (NULL != mv.cur) {
-        snprintf(mv.cur->failure, sizeof(mv.cur->failure), "%s: job %d ended meanwhile",
-                 phase_name(mv.cur->awaiting), (int) getpid());
-        mv.cur->status = OMIG_CTL_EGONE;
-        report_failure(mv.cur);     /* no more requests: the job is gone */
+    struct migration *g = mv.cur;
+
+    for (int i = 0; NULL != g && i < g->n; i++) {
+        struct move *m = &g->moves[i];
+        if (!m->ended) {
+            snprintf(m->failure, sizeof(m->failure), "%s: job %d ended meanwhile",
+                     phase_name(m->awaiting), (int) getpid());
+            m->status = OMIG_CTL_EGONE;
+            m->committed = false;
+        }
+    }
+    if (NULL != g) {
+        g->quiesced = false;
+        report(g);      /* no more requests: the job is gone */
     }
     free(mv.armed);
     mv.armed = NULL;

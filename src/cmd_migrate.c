@@ -1,7 +1,9 @@
 /*
  * `ompi-migrate migrate --job <mpirun pid> --rank R --to NODE [--json] [--timeout SEC]`
+ * `ompi-migrate evacuate --job <mpirun pid> --node NODE [--to NODE] [--json] [--timeout SEC]`
  *
- * Moves one rank of a running job to another node of the job: mpirun's side-car checks the
+ * migrate moves one rank of a running job to another node of the job; evacuate moves every
+ * rank off a node, in parallel, to the nodes with the most free slots (or to --to). For each: mpirun's side-car checks the
  * request before touching anything, then the rank's daemon dumps it with CRIU, the images go
  * to the target node's daemon over the network, which restores and adopts it. A failure before
  * the rank runs on the target puts it back where it was; the error names the phase and cause.
@@ -9,8 +11,8 @@
  * leave (the rank closes its transports and leaves PMIx), detach, dump, transfer, restore (CRIU
  * restore, adoption, rejoin), reconnect (rejoin and the peers' endpoint repair), downtime (the
  * rank's last MPI progress on the old node -> the job resumed with it on the new one).
- * Exit status: 0 moved; 1 refused or failed (the rank runs where it did); 2 usage; 3 the rank
- * was lost (the move failed and it could not be brought back).
+ * Exit status: 0 moved; 1 refused or failed (the rank runs where it did); 2 usage; 3 a rank
+ * was lost (its move failed and it could not be brought back).
  */
 #include "config.h"
 
@@ -39,17 +41,29 @@ static const char *const report_keys[] = { "quiesce_ms", "leave_ms", "detach_ms"
 struct migrate_opts {
     pid_t job;
     long rank;
+    const char *node;           /* evacuate: the node to empty */
     const char *to;
     int json;
     int timeout_s;
 };
 
+static int evacuating;          /* the subcommand is evacuate */
+
 static int usage(FILE *out)
 {
-    fprintf(out, "usage: ompi-migrate migrate [--job <mpirun pid>] --rank R --to NODE [--json] "
-                 "[--timeout SEC]\n"
-                 "  Move rank R of the job to node NODE (a node of the job), while it runs.\n"
-                 "  --job may be omitted when exactly one job of yours runs with the plugin.\n");
+    if (evacuating) {
+        fprintf(out, "usage: ompi-migrate evacuate [--job <mpirun pid>] --node NODE [--to NODE] "
+                     "[--json] [--timeout SEC]\n"
+                     "  Move every rank of the job off node NODE, in parallel, while the job "
+                     "runs: to the\n  nodes of the job with the most free slots, or all to "
+                     "--to.\n");
+    } else {
+        fprintf(out, "usage: ompi-migrate migrate [--job <mpirun pid>] --rank R --to NODE "
+                     "[--json] [--timeout SEC]\n"
+                     "  Move rank R of the job to node NODE (a node of the job), while it "
+                     "runs.\n");
+    }
+    fprintf(out, "  --job may be omitted when exactly one job of yours runs with the plugin.\n");
     return out == stdout ? 0 : 2;
 }
 
@@ -63,14 +77,15 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
 {
     static const struct option longopts[] = {
         { "job", required_argument, NULL, 'j' }, { "rank", required_argument, NULL, 'r' },
-        { "to", required_argument, NULL, 't' }, { "json", no_argument, NULL, 'J' },
+        { "to", required_argument, NULL, 't' }, { "node", required_argument, NULL, 'n' },
+        { "json", no_argument, NULL, 'J' },
         { "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 } };
     long v;
     int c;
 
     optind = 1;
-    while (-1 != (c = getopt_long(argc, argv, "j:r:t:h", longopts, NULL))) {
+    while (-1 != (c = getopt_long(argc, argv, "j:r:t:n:h", longopts, NULL))) {
         switch (c) {
         case 'j':
             if (0 != omig_parse_job(optarg, &o->job)) {
@@ -90,6 +105,13 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
             }
             o->to = optarg;
             break;
+        case 'n':
+            if (!node_ok(optarg)) {
+                omig_err("--node wants a node name as in the job's hostfile, not '%s'", optarg);
+                return 2;
+            }
+            o->node = optarg;
+            break;
         case 'J': o->json = 1; break;
         case 'T':
             if ((v = omig_parse_arg(optarg)) <= 0 || v > INT_MAX / 1000) {
@@ -106,8 +128,9 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
         omig_err("unexpected argument '%s'", argv[optind]);
         return usage(stderr);
     }
-    if (o->rank < 0 || NULL == o->to) {
-        omig_err("which rank to which node? (--rank R --to NODE)");
+    if (evacuating ? NULL == o->node || o->rank >= 0 : o->rank < 0 || NULL == o->to) {
+        omig_err(evacuating ? "which node? (--node NODE [--to NODE])"
+                            : "which rank to which node? (--rank R --to NODE)");
         return usage(stderr);
     }
     return 0;
@@ -142,32 +165,99 @@ static void json_field(const char *text, const char *key, int quoted)
     }
 }
 
-static void print_success(const struct migrate_opts *o, const char *report, double tool_ms)
+static void print_move_json(pid_t job, const char *report, double tool_ms)
 {
-    if (o->json) {
-        printf("{\"job\":%ld,\"rank\":%ld", (long) o->job, o->rank);
-        json_field(report, "from", 1);
-        json_field(report, "to", 1);
-        json_field(report, "pid", 0);
-        for (int i = 0; report_keys[i]; i++) {
-            json_field(report, report_keys[i], 0);
-        }
-        printf(",\"tool_ms\":%.3f,\"ok\":true}\n", tool_ms);
+    printf("{\"job\":%ld", (long) job);
+    json_field(report, "rank", 0);
+    json_field(report, "from", 1);
+    json_field(report, "to", 1);
+    if ('0' == field(report, "ok")[0]) {
+        json_field(report, "status", 0);
+        printf(",\"ok\":false,\"error\":");
+        omig_ctl_json_string(stdout, strstr(report, "error=") + 6);
+        printf("}");
         return;
     }
-    char v[16][64];
-    const char *keys[] = { "from", "to", "pid", "quiesce_ms", "leave_ms", "dump_ms",
+    json_field(report, "pid", 0);
+    for (int i = 0; report_keys[i]; i++) {
+        json_field(report, report_keys[i], 0);
+    }
+    if (tool_ms >= 0) {
+        printf(",\"tool_ms\":%.3f", tool_ms);
+    }
+    printf(",\"ok\":true}");
+}
+
+static void print_move_text(pid_t job, const char *report)
+{
+    char v[13][64];
+    const char *keys[] = { "rank", "from", "to", "pid", "quiesce_ms", "leave_ms", "dump_ms",
                            "transfer_ms", "bytes", "restore_ms", "reconnect_ms", "downtime_ms",
                            "total_ms" };
 
+    if ('0' == field(report, "ok")[0]) {
+        printf("  %s\n", strstr(report, "error=") + 6);
+        return;
+    }
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         snprintf(v[i], sizeof(v[i]), "%s", field(report, keys[i]));  /* field() reuses one buffer */
     }
-    printf("job %ld: rank %ld moved from %s to %s (pid %s)\n", (long) o->job, o->rank, v[0],
-           v[1], v[2]);
+    printf("job %ld: rank %s moved from %s to %s (pid %s)\n", (long) job, v[0], v[1], v[2],
+           v[3]);
     printf("  quiesce %s ms, leave %s ms, dump %s ms, transfer %s ms (%s bytes), restore %s ms, "
-           "reconnect %s ms; downtime %s ms, total %s ms\n", v[3], v[4], v[5], v[6], v[7], v[8],
-           v[9], v[10], v[11]);
+           "reconnect %s ms; downtime %s ms, total %s ms\n", v[4], v[5], v[6], v[7], v[8], v[9],
+           v[10], v[11], v[12]);
+}
+
+/* An evacuation's report: "node=N ranks=K moved=M quiesce_ms=Q total_ms=T", a line per move. */
+static void print_evacuation(const struct migrate_opts *o, const char *report, double tool_ms)
+{
+    const char *line = strchr(report, '\n');
+
+    if (o->json) {
+        printf("{\"job\":%ld", (long) o->job);
+        json_field(report, "node", 1);
+        json_field(report, "ranks", 0);
+        json_field(report, "moved", 0);
+        json_field(report, "quiesce_ms", 0);
+        json_field(report, "total_ms", 0);
+        printf(",\"tool_ms\":%.3f,\"ok\":%s,\"moves\":[", tool_ms,
+               0 == strcmp(field(report, "ranks"), field(report, "moved")) ? "true" : "false");
+    } else {
+        char node[128], n[16], moved[16];
+        snprintf(node, sizeof(node), "%s", field(report, "node"));
+        snprintf(n, sizeof(n), "%s", field(report, "ranks"));
+        snprintf(moved, sizeof(moved), "%s", field(report, "moved"));
+        printf("job %ld: evacuated %s: %s of %s ranks moved in %s ms (quiesce ", (long) o->job,
+               node, moved, n, field(report, "total_ms"));
+        printf("%s ms)\n", field(report, "quiesce_ms"));
+    }
+    for (int first = 1; NULL != line && '\0' != line[1]; first = 0) {
+        char *one = strndup(line + 1, strcspn(line + 1, "\n"));
+        if (NULL != one && o->json) {
+            printf("%s", first ? "" : ",");
+            print_move_json(o->job, one, -1);
+        } else if (NULL != one) {
+            print_move_text(o->job, one);
+        }
+        free(one);
+        line = strchr(line + 1, '\n');
+    }
+    if (o->json) {
+        printf("]}\n");
+    }
+}
+
+static void print_success(const struct migrate_opts *o, const char *report, double tool_ms)
+{
+    if (evacuating) {
+        print_evacuation(o, report, tool_ms);
+    } else if (o->json) {
+        print_move_json(o->job, report, tool_ms);
+        printf("\n");
+    } else {
+        print_move_text(o->job, report);
+    }
 }
 
 /* mpirun's ERROR payload: the message, then a line "phase=.. from=.. to=..". */
@@ -178,14 +268,19 @@ static void print_error(const struct migrate_opts *o, int status, const char *ms
 
     if (o->json) {
         if (o->job > 0) {
-            printf("{\"job\":%ld,\"rank\":%ld", (long) o->job, o->rank);
+            printf("{\"job\":%ld", (long) o->job);
         } else {
-            printf("{\"job\":null,\"rank\":%ld", o->rank);
+            printf("{\"job\":null");
         }
-        printf(",\"from\":");
-        omig_ctl_json_string(stdout, detail ? field(detail + 1, "from") : "");
+        if (evacuating) {
+            printf(",\"node\":");
+            omig_ctl_json_string(stdout, o->node);
+        } else {
+            printf(",\"rank\":%ld,\"from\":", o->rank);
+            omig_ctl_json_string(stdout, detail ? field(detail + 1, "from") : "");
+        }
         printf(",\"to\":");
-        omig_ctl_json_string(stdout, o->to);
+        omig_ctl_json_string(stdout, o->to ? o->to : "");
         printf(",\"phase\":");
         omig_ctl_json_string(stdout, detail ? field(detail + 1, "phase") : "connect");
         printf(",\"ok\":false,\"status\":%d,\"rolled_back\":%s,\"lost\":%s,\"error\":", status,
@@ -215,7 +310,11 @@ int omig_cmd_migrate(int argc, char **argv)
         print_error(&o, OMIG_CTL_EGONE, err);
         return 1;
     }
-    snprintf(request, sizeof(request), "rank=%ld to=%s", o.rank, o.to);
+    if (evacuating) {
+        snprintf(request, sizeof(request), "node=%s to=%s", o.node, o.to ? o.to : "");
+    } else {
+        snprintf(request, sizeof(request), "rank=%ld to=%s", o.rank, o.to);
+    }
     t0 = omig_ctl_now_ms();
     n = omig_ctl_call(fd, OMIG_CTL_MIGRATE, request, strlen(request), &h, &reply,
                       o.timeout_s * 1000);
@@ -232,12 +331,18 @@ int omig_cmd_migrate(int argc, char **argv)
         print_error(&o, OMIG_CTL_ETIMEDOUT, err);
         return 1;
     }
-    if (OMIG_CTL_MIGRATED != h.type || 0 != h.status) {
+    if (OMIG_CTL_MIGRATED != h.type || (0 != h.status && !evacuating)) {
         print_error(&o, h.status ? h.status : OMIG_CTL_EFAIL, reply ? reply : "failed");
         free(reply);
         return OMIG_CTL_ELOST == h.status ? 3 : 1;
     }
-    print_success(&o, reply, omig_ctl_now_ms() - t0);
+    print_success(&o, reply ? reply : "", omig_ctl_now_ms() - t0);
     free(reply);
-    return 0;
+    return 0 == h.status ? 0 : OMIG_CTL_ELOST == h.status ? 3 : 1;
+}
+
+int omig_cmd_evacuate(int argc, char **argv)
+{
+    evacuating = 1;
+    return omig_cmd_migrate(argc, argv);
 }

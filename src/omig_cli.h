@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 int omig_cmd_check(int argc, char **argv);
+int omig_cmd_evacuate(int argc, char **argv);
 int omig_cmd_image(int argc, char **argv);
 int omig_cmd_migrate(int argc, char **argv);
 int omig_cmd_mpirun_args(int argc, char **argv);

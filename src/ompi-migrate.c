@@ -23,6 +23,7 @@ static const struct subcommand subcommands[] = {
     { "quiesce", omig_cmd_quiesce, "stop a job's ranks at a consistent cut (channels empty)" },
     { "resume", omig_cmd_resume, "let a quiesced job go on" },
     { "migrate", omig_cmd_migrate, "move a rank of a running job to another node" },
+    { "evacuate", omig_cmd_evacuate, "move every rank of a running job off a node" },
 };
 
 static int usage(FILE *out)

@@ -41,14 +41,19 @@ int crcp_migrate_reach(const int *ranks, int nranks)
     return rc;
 }
 
-/* "rank=R tcp=ADDRS": R's new addresses. */
-int crcp_migrate_repair(const char *text, char *err, size_t len)
+/* One line "rank=R tcp=ADDRS": R's new addresses. */
+static int repair_one(const char *line, size_t n, char *err, size_t len)
 {
-    const char *r = strstr(text, "rank="), *tcp = strstr(text, "tcp=");
-    int peer = NULL != r ? atoi(r + 5) : -1, rc;
+    char buf[512];
+    const char *r, *tcp;
+    int peer, rc;
 
+    snprintf(buf, sizeof(buf), "%.*s", (int) n, line);
+    r = strstr(buf, "rank=");
+    tcp = strstr(buf, "tcp=");
+    peer = NULL != r ? atoi(r + 5) : -1;
     if (peer < 0 || peer >= crcp_migrate_state.nprocs || NULL == tcp) {
-        snprintf(err, len, "malformed REPAIR '%s'", text);
+        snprintf(err, len, "malformed REPAIR '%s'", buf);
         return OMPI_ERR_BAD_PARAM;
     }
     if (peer == crcp_migrate_state.me) {
@@ -58,6 +63,21 @@ int crcp_migrate_repair(const char *text, char *err, size_t len)
     if (OMPI_SUCCESS != rc) {
         snprintf(err, len, "cannot repair the tcp endpoints to rank %d (new addresses '%s')",
                  peer, tcp + 4);
+    }
+    return rc;
+}
+
+/* A line per rank that runs again (several after an evacuation). */
+int crcp_migrate_repair(const char *text, char *err, size_t len)
+{
+    int rc = OMPI_SUCCESS;
+
+    for (const char *p = text; OMPI_SUCCESS == rc && '\0' != *p; ) {
+        size_t n = strcspn(p, "\n");
+        if (n > 0) {
+            rc = repair_one(p, n, err, len);
+        }
+        p += n + ('\n' == p[n]);
     }
     return rc;
 }
