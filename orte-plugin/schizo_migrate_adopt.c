@@ -62,6 +62,8 @@ struct adoption {
     bool adopt_asked;               /* ADOPT came while the images were still arriving */
     bool reserved;                  /* counted in the job's local procs here */
     bool cancelled;
+    bool queued;                    /* its restore waits for another one here to end */
+    struct adoption *next_queued;
     int threads;                    /* helper threads still running on it */
     enum ad_state state;
     int lfd;
@@ -80,6 +82,14 @@ struct adoption {
 };
 
 static struct adoption *adoptions;
+
+/* One CRIU restore at a time per node: two ranks holding a deleted file of the same path (every
+ * Open MPI 4.1.4 rank keeps the fd of its /dev/shm/open_mpi.0000 probe) would have CRIU create
+ * the same ghost file twice ("Can't create ghost regfile: File exists"). */
+static struct {
+    bool busy;
+    struct adoption *head, **tail;
+} restores = { .tail = &restores.head };
 
 /* The PMIx environment of each rank adopted here, until it leaves this node: the rank gets it
  * in its REJOIN to re-attach to this node's PMIx server. */
@@ -513,11 +523,15 @@ static void restore_failed(struct adoption *a, const char *why)
     finish(a, false);
 }
 
+static void restore_next(void);
+
 static void restore_done(struct schizo_migrate_work *w)
 {
     struct adoption *a = w->owner;
 
     a->threads--;
+    restores.busy = false;
+    restore_next();
     stdio_close(&a->io, false);     /* the rank holds its ends now; ours would hide EOF */
     a->restore_ms = w->restore_ms;
     close_fd(&a->ctl[1]);
@@ -547,6 +561,35 @@ static void restore_done(struct schizo_migrate_work *w)
            a->recv_bytes);
 }
 
+/* The helper thread of a's restore; -1 (w->err says why) if it cannot start. */
+static int restore_run(struct adoption *a)
+{
+    if (0 != schizo_migrate_image_start(&a->restore)) {
+        stdio_close(&a->io, true);
+        return -1;
+    }
+    restores.busy = true;
+    a->threads++;
+    return 0;
+}
+
+static void restore_next(void)
+{
+    while (!restores.busy && NULL != restores.head) {
+        struct adoption *a = restores.head;
+
+        if (NULL == (restores.head = a->next_queued)) {
+            restores.tail = &restores.head;
+        }
+        a->queued = false;
+        if (a->cancelled) {
+            finish(a, false);
+        } else if (0 != restore_run(a)) {
+            restore_failed(a, a->restore.err);
+        }
+    }
+}
+
 static int restore_start(struct adoption *a)
 {
     struct schizo_migrate_manifest m;
@@ -569,12 +612,14 @@ static int restore_start(struct adoption *a)
     snprintf(w->dir, sizeof(w->dir), "%s", a->dir);
     w->fail_restore = a->remote && schizo_migrate_fault("restore", a->proc->name.vpid);
     a->state = AD_RESTORING;
-    if (0 != schizo_migrate_image_start(w)) {
-        stdio_close(&a->io, true);
-        return -1;
+    if (restores.busy) {
+        a->queued = true;
+        a->next_queued = NULL;
+        *restores.tail = a;
+        restores.tail = &a->next_queued;
+        return 0;
     }
-    a->threads++;
-    return 0;
+    return restore_run(a);
 }
 
 int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registered,
@@ -820,7 +865,8 @@ void schizo_migrate_adopt_request(const struct schizo_migrate_msg *m)
 void schizo_migrate_adopt_stop(void)
 {
     for (struct adoption *a = adoptions; NULL != a; a = a->next) {
-        if (AD_RESTORING == a->state && schizo_migrate_image_wait(&a->restore, 10000) &&
+        if (AD_RESTORING == a->state && !a->queued &&
+            schizo_migrate_image_wait(&a->restore, 10000) &&
             0 == a->restore.rc) {
             a->pid = a->restore.pid;
             a->watched = true;

@@ -3,8 +3,9 @@
 # checksum and sequence number, all kinds of traffic, a verified memory ballast) runs as 6
 # ranks on 3 nodes while ranks move between nodes at random moments:
 #   - rank 1 node1 -> node2, rank 4 -> node1, rank 1 back to node1, then random ranks (rank 0
-#     among them) to random nodes: 10 moves; every message verified, the job exits 0, and rank
-#     0's output reaches mpirun after rank 0 moved;
+#     among them) to random nodes: 20 moves (the short version of
+#     benchmarks/migrate-torture.sh); every message verified, the job exits 0, and rank 0's
+#     output reaches mpirun after rank 0 moved;
 #   - refused requests (unknown job, rank, node; the rank's own node; a job without the
 #     plugin) leave the job untouched;
 #   - a moved rank that is killed aborts the job like any rank death, naming its new node.
@@ -17,11 +18,11 @@ trap 'cluster_cleanup; rm -rf "$TMPD"' EXIT
 node_of() { "$OMPI_MIGRATE" status --job "$1" | awk -v r="$2" '$1 == r { print $2 }'; }
 json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
 
-# ---------------------------------------------------------------- 10 moves under checked traffic
+# ---------------------------------------------------------------- 20 moves under checked traffic
 omig_mpirun_bg "$TMPD/torture.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600 -m 32
 wait_job_ready "$MPIRUN_PID" 6
 moves=("1 node2" "4 node1" "1 node1")
-for i in $(seq 4 10); do
+for i in $(seq 4 20); do
     r=$(rnd 6)
     [ "$i" != 6 ] || r=0
     moves+=("$r ?")     # to a random other node, chosen when its turn comes

@@ -25,6 +25,7 @@ __thread int crcp_migrate_nest __attribute__((tls_model("initial-exec"))) = 0;
 static volatile bool gate_all = false;   /* I am quiescing myself: hold every send */
 static volatile bool gate_any = false;   /* some gate is closed: hold wildcard receives */
 static volatile uint8_t *gated = NULL;   /* per world rank: sends to it are held */
+static bool yielding = false, yielded_before = false;
 
 bool crcp_migrate_gate_holds(int peer)
 {
@@ -68,6 +69,12 @@ int crcp_migrate_gate_close(const int *ranks, int nranks, double deadline_ms)
             gate_any = true;
         }
     }
+    /* A held rank has nothing to progress but may spin for a whole migration: idle, it gives
+     * its core to the CRIU dump or restore beside it. */
+    if (!yielding) {
+        yielded_before = opal_progress_set_yield_when_idle(true);
+        yielding = true;
+    }
     opal_atomic_wmb();
     crcp_migrate_gating = 1;
     opal_atomic_mb();
@@ -85,4 +92,8 @@ void crcp_migrate_gate_open(void)
 {
     crcp_migrate_gating = 0;
     opal_atomic_mb();
+    if (yielding) {
+        (void) opal_progress_set_yield_when_idle(yielded_before);
+        yielding = false;
+    }
 }
