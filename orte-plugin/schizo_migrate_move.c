@@ -178,6 +178,17 @@ static void count_load(orte_job_t *jdata, int *load)
     }
 }
 
+/* Is there a node besides src that can take ranks? */
+static bool other_node(orte_vpid_t src)
+{
+    for (int d = 1; d < mv.narmed; d++) {
+        if (mv.armed[d] && (orte_vpid_t) d != src && NULL != daemon_node((orte_vpid_t) d)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* For an evacuation: the node with the most free slots, then the fewest ranks. */
 static orte_vpid_t pick_target(orte_vpid_t avoid, const int *load)
 {
@@ -872,6 +883,9 @@ static struct migration *validate_node(struct tool_conn *tool, const char *text)
                ORTE_VPID_INVALID == src ? node : to, nodes.s ? nodes.s : "(none)");
     } else if (given == src) {
         refuse(tool, OMIG_CTL_EINVAL, node, to, "cannot evacuate %s onto itself", node);
+    } else if (!other_node(src)) {
+        refuse(tool, OMIG_CTL_EINVAL, node, to, "no other node of job %d can take the ranks of "
+               "%s (nodes of this job: %s)", (int) getpid(), node, nodes.s);
     } else if (NULL == (procs = calloc(jdata->num_procs, sizeof(*procs)))) {
         refuse(tool, OMIG_CTL_EFAIL, node, to, "mpirun is out of memory");
     } else if (0 == (n = ranks_on(jdata, src, procs))) {

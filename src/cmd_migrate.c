@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,17 @@ static int node_ok(const char *s)
     return s[0] && strlen(s) < 128 && !strpbrk(s, " \t\n=");
 }
 
+/* OPT's node name into *dst; 2 (usage) after saying why if it is no node name. */
+static int node_arg(const char *opt, const char *arg, const char **dst)
+{
+    if (!node_ok(arg)) {
+        omig_err("%s wants a node name as in the job's hostfile, not '%s'", opt, arg);
+        return 2;
+    }
+    *dst = arg;
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct migrate_opts *o)
 {
     static const struct option longopts[] = {
@@ -99,18 +111,14 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
             }
             break;
         case 't':
-            if (!node_ok(optarg)) {
-                omig_err("--to wants a node name as in the job's hostfile, not '%s'", optarg);
+            if (0 != node_arg("--to", optarg, &o->to)) {
                 return 2;
             }
-            o->to = optarg;
             break;
         case 'n':
-            if (!node_ok(optarg)) {
-                omig_err("--node wants a node name as in the job's hostfile, not '%s'", optarg);
+            if (0 != node_arg("--node", optarg, &o->node)) {
                 return 2;
             }
-            o->node = optarg;
             break;
         case 'J': o->json = 1; break;
         case 'T':
@@ -136,16 +144,17 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
     return 0;
 }
 
-/* The value of key in "k=v ..." text, as a pointer into a static buffer ("" if absent). */
-static const char *field(const char *text, const char *key)
+#define FIELD_LEN 256
+
+/* The value of key in "k=v ..." text into buf ("" if absent); returns buf. */
+static const char *field(const char *text, const char *key, char buf[FIELD_LEN])
 {
-    static char buf[256];
     size_t klen = strlen(key);
 
     buf[0] = '\0';
     for (const char *p = text; p && *p; p += strcspn(p, " \n"), p += strspn(p, " \n")) {
         if (0 == strncmp(p, key, klen) && '=' == p[klen]) {
-            snprintf(buf, sizeof(buf), "%.*s", (int) strcspn(p + klen + 1, " \n"),
+            snprintf(buf, FIELD_LEN, "%.*s", (int) strcspn(p + klen + 1, " \n"),
                      p + klen + 1);
             break;
         }
@@ -155,7 +164,8 @@ static const char *field(const char *text, const char *key)
 
 static void json_field(const char *text, const char *key, int quoted)
 {
-    const char *v = field(text, key);
+    char buf[FIELD_LEN];
+    const char *v = field(text, key, buf);
 
     printf(",\"%s\":", key);
     if (quoted) {
@@ -165,13 +175,21 @@ static void json_field(const char *text, const char *key, int quoted)
     }
 }
 
+/* A failed move's line in an evacuation's report says "ok=0 ... error=MESSAGE". */
+static bool move_failed(const char *report)
+{
+    char ok[FIELD_LEN];
+
+    return '0' == field(report, "ok", ok)[0];
+}
+
 static void print_move_json(pid_t job, const char *report, double tool_ms)
 {
     printf("{\"job\":%ld", (long) job);
     json_field(report, "rank", 0);
     json_field(report, "from", 1);
     json_field(report, "to", 1);
-    if ('0' == field(report, "ok")[0]) {
+    if (move_failed(report)) {
         json_field(report, "status", 0);
         printf(",\"ok\":false,\"error\":");
         omig_ctl_json_string(stdout, strstr(report, "error=") + 6);
@@ -190,17 +208,17 @@ static void print_move_json(pid_t job, const char *report, double tool_ms)
 
 static void print_move_text(pid_t job, const char *report)
 {
-    char v[13][64];
+    char v[13][FIELD_LEN];
     const char *keys[] = { "rank", "from", "to", "pid", "quiesce_ms", "leave_ms", "dump_ms",
                            "transfer_ms", "bytes", "restore_ms", "reconnect_ms", "downtime_ms",
                            "total_ms" };
 
-    if ('0' == field(report, "ok")[0]) {
+    if (move_failed(report)) {
         printf("  %s\n", strstr(report, "error=") + 6);
         return;
     }
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        snprintf(v[i], sizeof(v[i]), "%s", field(report, keys[i]));  /* field() reuses one buffer */
+        field(report, keys[i], v[i]);
     }
     printf("job %ld: rank %s moved from %s to %s (pid %s)\n", (long) job, v[0], v[1], v[2],
            v[3]);
@@ -213,7 +231,10 @@ static void print_move_text(pid_t job, const char *report)
 static void print_evacuation(const struct migrate_opts *o, const char *report, double tool_ms)
 {
     const char *line = strchr(report, '\n');
+    char node[FIELD_LEN], n[FIELD_LEN], moved[FIELD_LEN], total[FIELD_LEN], quiesce[FIELD_LEN];
 
+    field(report, "ranks", n);
+    field(report, "moved", moved);
     if (o->json) {
         printf("{\"job\":%ld", (long) o->job);
         json_field(report, "node", 1);
@@ -222,15 +243,11 @@ static void print_evacuation(const struct migrate_opts *o, const char *report, d
         json_field(report, "quiesce_ms", 0);
         json_field(report, "total_ms", 0);
         printf(",\"tool_ms\":%.3f,\"ok\":%s,\"moves\":[", tool_ms,
-               0 == strcmp(field(report, "ranks"), field(report, "moved")) ? "true" : "false");
+               0 == strcmp(n, moved) ? "true" : "false");
     } else {
-        char node[128], n[16], moved[16];
-        snprintf(node, sizeof(node), "%s", field(report, "node"));
-        snprintf(n, sizeof(n), "%s", field(report, "ranks"));
-        snprintf(moved, sizeof(moved), "%s", field(report, "moved"));
-        printf("job %ld: evacuated %s: %s of %s ranks moved in %s ms (quiesce ", (long) o->job,
-               node, moved, n, field(report, "total_ms"));
-        printf("%s ms)\n", field(report, "quiesce_ms"));
+        printf("job %ld: evacuated %s: %s of %s ranks moved in %s ms (quiesce %s ms)\n",
+               (long) o->job, field(report, "node", node), moved, n,
+               field(report, "total_ms", total), field(report, "quiesce_ms", quiesce));
     }
     for (int first = 1; NULL != line && '\0' != line[1]; first = 0) {
         char *one = strndup(line + 1, strcspn(line + 1, "\n"));
@@ -265,6 +282,7 @@ static void print_error(const struct migrate_opts *o, int status, const char *ms
 {
     const char *detail = strchr(msg, '\n');
     int mlen = detail ? (int) (detail - msg) : (int) strlen(msg);
+    char buf[FIELD_LEN];
 
     if (o->json) {
         if (o->job > 0) {
@@ -277,12 +295,12 @@ static void print_error(const struct migrate_opts *o, int status, const char *ms
             omig_ctl_json_string(stdout, o->node);
         } else {
             printf(",\"rank\":%ld,\"from\":", o->rank);
-            omig_ctl_json_string(stdout, detail ? field(detail + 1, "from") : "");
+            omig_ctl_json_string(stdout, detail ? field(detail + 1, "from", buf) : "");
         }
         printf(",\"to\":");
         omig_ctl_json_string(stdout, o->to ? o->to : "");
         printf(",\"phase\":");
-        omig_ctl_json_string(stdout, detail ? field(detail + 1, "phase") : "connect");
+        omig_ctl_json_string(stdout, detail ? field(detail + 1, "phase", buf) : "connect");
         printf(",\"ok\":false,\"status\":%d,\"rolled_back\":%s,\"lost\":%s,\"error\":", status,
                OMIG_CTL_EROLLBACK == status ? "true" : "false",
                OMIG_CTL_ELOST == status ? "true" : "false");

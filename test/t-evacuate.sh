@@ -6,7 +6,10 @@
 #     evacuation's time next to the single migration's;
 #   - node1 evacuated onto node2 (--to): every rank ends on node2 or node3;
 #   - refused requests (unknown node, a node without ranks, a node onto itself) change nothing;
-#   - the job then verifies every message and exits 0.
+#   - the job then verifies every message and exits 0;
+#   - a move that fails (dump failure injected) rolls back alone: the report says which rank
+#     moved and which did not (exit status 1, "ok":false), and the job stays correct;
+#   - a job whose ranks all run on one node cannot evacuate it: refused, the job goes on.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 TMPD=$(mktemp -d)
@@ -65,3 +68,31 @@ wait "$MPIRUN_PID" || fail "the job failed after the evacuations: $(tail -20 "$T
 MPIRUN_PID=
 grep -q '^RESULT ok .*errors=0' "$TMPD/torture.out" || fail "traffic not verified: $(tail "$TMPD/torture.out")"
 pass "every message verified after both evacuations: $(grep '^RESULT' "$TMPD/torture.out")"
+
+# ---------------------------------------------------------------- one move of two fails
+omig_mpirun_bg "$TMPD/partial.out" --mca crcp migrate --mca btl tcp,self \
+    --mca schizo_migrate_fail dump:3 -np 6 "$MPI_BIN/torture" -d 600
+wait_job_ready "$MPIRUN_PID" 6
+out=$(evacuate --node node2) && fail "an evacuation with a failed move exited 0: $out"
+echo "$out" | grep -q '"ranks":2,"moved":1,.*"ok":false,"moves"' ||
+    fail "the report does not say 1 of 2 moved: $out"
+echo "$out" | grep -q '"rank":3,"from":"node2","to":"node[13]","status":8,"ok":false,"error":"migrating rank 3 .*dump: failed on purpose' ||
+    fail "the report does not name rank 3's failure: $out"
+[ "$(ranks_on node2)" = "3 " ] || fail "node2 should host rank 3 only: $(ranks_on node2)"
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job failed after a partial evacuation: $(tail "$TMPD/partial.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok .*errors=0' "$TMPD/partial.out" || fail "traffic not verified: $(tail "$TMPD/partial.out")"
+pass "a failed move rolls back alone: rank 2 moved, rank 3 stays on node2 (exit 1, \"ok\":false); every message verified"
+
+# ---------------------------------------------------------------- nowhere to go
+omig_mpirun_bg "$TMPD/alone.out" --mca crcp migrate --mca btl tcp,self --host node1:2 -np 2 \
+    "$MPI_BIN/torture" -d 600
+wait_job_ready "$MPIRUN_PID" 2
+refused "a single node" "no other node of job $MPIRUN_PID can take the ranks of node1 (nodes of this job: node1)" \
+    --node node1
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job failed after a refused evacuation: $(tail "$TMPD/alone.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok' "$TMPD/alone.out" || fail "traffic not verified after a refused evacuation"
+pass "a job on one node: evacuating it is refused (no other node), the job goes on and verifies"
