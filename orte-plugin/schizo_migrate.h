@@ -49,6 +49,10 @@ struct mca_schizo_migrate_params_t {
     int move_timeout;   /* seconds mpirun waits for a dump+transfer, a restore or a rollback */
     char *fail;         /* tests only: "PHASE:RANK,..." phases that fail on purpose */
     bool plain;         /* also move processes without the plugin (not MPI ranks) */
+    int checkpoint_interval;    /* seconds between periodic checkpoints (0: none) */
+    char *checkpoint_dir;       /* their store */
+    int checkpoint_keep;        /* how many of them are kept */
+    char *restart;              /* mpirun restarts the job from this checkpoint */
 };
 extern struct mca_schizo_migrate_params_t mca_schizo_migrate_params;
 extern int mca_schizo_migrate_output;
@@ -85,18 +89,23 @@ const char *schizo_migrate_orted_path(void);
 void schizo_migrate_orted_down(orte_jobid_t job, const orte_vpid_t *vpids, int nvpids,
                                const struct omig_ctl_hdr *hdr, const char *payload);
 
-/* Leaving before a move: ask a rank over its control link; 0 if asked, -ENOENT if the rank has
- * no control link (not an MPI rank with the plugin: it needs no leave). The answer goes to
- * schizo_migrate_detach_left(). */
-int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch);
+/* An answer over a rank's control link (status OMIG_CTL_OK or an error, and its text), or
+ * OMIG_CTL_EGONE if the link closed first; called once, in the event thread. */
+typedef void (*schizo_migrate_link_fn)(void *arg, int32_t status, const char *text);
+/* Leaving before a dump: ask a rank over its control link; 0 if asked, -ENOENT if the rank has
+ * no control link (not an MPI rank with the plugin: it needs no leave). fn gets its LEFT
+ * ("ctl_ino=..."). */
+int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch,
+                               schizo_migrate_link_fn fn, void *arg);
+/* Nobody waits for that LEFT any more (a late one is ignored). */
+void schizo_migrate_orted_leave_cancel(orte_jobid_t job, orte_vpid_t vpid);
 /* A rank runs again after a move or a rollback: send it REJOIN with env (NUL-separated
  * "NAME=VALUE"; empty: it keeps its own) over its link, which is fd when >= 0 (the daemon's end
  * of the socket plugged into a restored rank; owned from now on). fn gets its REJOINED
  * ("tcp=..." addresses) or the error, in the event thread; 0 if sent. */
-typedef void (*schizo_migrate_rejoin_fn)(void *arg, int32_t status, const char *text);
 int schizo_migrate_orted_rejoin(orte_jobid_t job, orte_vpid_t vpid, pid_t pid, int fd,
                                 const char *env, size_t envlen, uint32_t epoch,
-                                schizo_migrate_rejoin_fn fn, void *arg);
+                                schizo_migrate_link_fn fn, void *arg);
 
 /* ------------------------------------------------------------------ moving one rank */
 
@@ -115,6 +124,12 @@ enum schizo_migrate_step {
     SM_CANCEL,       /* forget the move; a restored, never resumed copy is killed (no reply) */
     /* mpirun -> every daemon: the rank lives under daemon `daemon` now (no reply) */
     SM_MOVED,
+    /* mpirun -> the rank's daemon, checkpoint: "dir=D": leave, dump into D and run on, rejoin;
+     * reply "tcp=.. digest=.." (schizo_migrate_snapshot.c) */
+    SM_SNAPSHOT,
+    /* mpirun -> the daemon of a restarted job's placeholder: "dir=D stdin=0|1": replace it
+     * by the rank restored from D; reply "tcp=.." (schizo_migrate_revive.c) */
+    SM_REVIVE,
     SM_REPLY = 0x100
 };
 
@@ -158,9 +173,6 @@ int schizo_migrate_hnp_request(int type, const void *payload, size_t len,
 
 /* schizo_migrate_detach.c: the old node's side. */
 void schizo_migrate_detach_request(const struct schizo_migrate_msg *m);
-void schizo_migrate_detach_left(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch,
-                                int32_t status, const char *text);
-bool schizo_migrate_detach_leaving(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch);
 void schizo_migrate_detach_commit(orte_jobid_t job, orte_vpid_t vpid, uint32_t id);
 void schizo_migrate_detach_stop(void);
 
@@ -168,18 +180,42 @@ void schizo_migrate_detach_stop(void);
 void schizo_migrate_adopt_request(const struct schizo_migrate_msg *m);
 /* Restore proc from the images in dir under this daemon and let it run (an MPI rank rejoins
  * the runtime: rejoined is its "tcp=..." answer); done() is called in the event thread with 0
- * or -1 and a message. registered: its PMIx client is still known to
- * this daemon's server (a rollback), so it is not registered again; stdin_open: mpirun still
- * forwards its stdin to this rank. */
+ * or -1 and a message. registered: its PMIx client is known to this daemon's server (a
+ * rollback, a restart's placeholder), so it is not registered again; new_env: it rejoins with
+ * this daemon's PMIx environment (a restart), not its own; stdin_open: mpirun still forwards
+ * its stdin to this rank. */
 typedef void (*schizo_migrate_adopt_done_fn)(void *arg, int rc, const char *err, pid_t pid,
                                              double restore_ms, const char *rejoined);
 int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registered,
-                              bool stdin_open, schizo_migrate_adopt_done_fn done, void *arg);
+                              bool new_env, bool stdin_open, schizo_migrate_adopt_done_fn done,
+                              void *arg);
 /* The PMIx environment computed for a rank adopted here (NULL if none), kept until it leaves:
  * for its re-attach. */
 char **schizo_migrate_adopt_env(orte_jobid_t job, orte_vpid_t vpid);
 void schizo_migrate_adopt_forget(orte_jobid_t job, orte_vpid_t vpid);
 void schizo_migrate_adopt_stop(void);
+
+/* schizo_migrate_snapshot.c: a rank's daemon during a checkpoint. */
+void schizo_migrate_snapshot_request(const struct schizo_migrate_msg *m);
+void schizo_migrate_snapshot_stop(void);
+
+/* schizo_migrate_checkpoint.c: mpirun's coordinator of checkpoints (on request, periodic). */
+void schizo_migrate_checkpoint_start(struct tool_conn *tool, const char *request);
+void schizo_migrate_checkpoint_reply(const struct schizo_migrate_msg *m);
+void schizo_migrate_checkpoint_tool_closed(struct tool_conn *tool);
+bool schizo_migrate_checkpoint_active(void);
+/* mpirun starts: arm the periodic checkpoints, if asked for. */
+void schizo_migrate_checkpoint_arm(void);
+void schizo_migrate_checkpoint_stop(void);
+
+/* schizo_migrate_revive.c: a restarted job's daemon swaps a placeholder for its rank. */
+void schizo_migrate_revive_request(const struct schizo_migrate_msg *m);
+
+/* schizo_migrate_restart.c: mpirun of a restarted job (schizo_migrate_restart=DIR). */
+void schizo_migrate_restart_start(void);
+void schizo_migrate_restart_reply(const struct schizo_migrate_msg *m);
+bool schizo_migrate_restart_active(void);
+void schizo_migrate_restart_stop(void);
 
 /* schizo_migrate_map.c: where ranks live, in this process's copy of the job map. */
 int schizo_migrate_map_move(orte_jobid_t job, orte_vpid_t vpid, orte_vpid_t daemon);
@@ -205,6 +241,9 @@ void schizo_migrate_local_reserve(orte_jobid_t job, int delta);
 void schizo_migrate_local_launched(orte_proc_t *proc, int delta);
 int schizo_migrate_local_start_time(pid_t pid, unsigned long long *start);
 int schizo_migrate_local_session_dumpable(pid_t pid);
+/* 0 if pid is free here, or is the process that started at start (the same one seen through a
+ * PID namespace shared with another node); -1 and why otherwise. */
+int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *err, size_t len);
 
 /* schizo_migrate_text.c: growing text and "key=value" lookups. */
 struct schizo_migrate_text {

@@ -58,6 +58,7 @@ struct adoption {
     char dir[PATH_MAX];
     bool remote;                    /* B: waits for RESUME and owns dir */
     bool registered;                /* its PMIx client is known to this daemon's server */
+    bool new_env;                   /* it rejoins with this daemon's PMIx environment */
     bool stdin_open;                /* mpirun still forwards stdin to it */
     bool adopt_asked;               /* ADOPT came while the images were still arriving */
     bool reserved;                  /* counted in the job's local procs here */
@@ -448,11 +449,12 @@ static void rejoined(void *arg, int32_t status, const char *text)
     finish(a, true);
 }
 
-/* NUL-separated "NAME=VALUE" strings of the environment kept for it (none on a rollback). */
+/* NUL-separated "NAME=VALUE" strings of the environment kept for it (none on a rollback:
+ * it re-attaches to the server it left). */
 static size_t env_block(struct adoption *a, char **block)
 {
-    char **env = a->remote ? schizo_migrate_adopt_env(a->proc->name.jobid,
-                                                      a->proc->name.vpid) : NULL;
+    char **env = a->remote || a->new_env ? schizo_migrate_adopt_env(a->proc->name.jobid,
+                                                                    a->proc->name.vpid) : NULL;
     size_t len = 0;
 
     *block = NULL;
@@ -623,7 +625,8 @@ static int restore_start(struct adoption *a)
 }
 
 int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registered,
-                              bool stdin_open, schizo_migrate_adopt_done_fn done, void *arg)
+                              bool new_env, bool stdin_open, schizo_migrate_adopt_done_fn done,
+                              void *arg)
 {
     struct adoption *a = create(proc, 0);
 
@@ -632,6 +635,7 @@ int schizo_migrate_adopt_here(orte_proc_t *proc, const char *dir, bool registere
     }
     snprintf(a->dir, sizeof(a->dir), "%s", dir);
     a->registered = registered;
+    a->new_env = new_env;
     a->stdin_open = stdin_open;
     a->done = done;
     a->arg = arg;
@@ -674,37 +678,12 @@ static void recv_done(struct schizo_migrate_work *w)
     }
 }
 
-/* The pid must be free here: CRIU gives the rank its pid back. The same process seen through
- * a PID namespace shared with the old node (the test cluster) is no conflict: it is gone once
- * dumped. */
-static int pid_check(pid_t pid, unsigned long long start, char *err, size_t len)
-{
-    unsigned long long here;
-    char path[64], comm[64] = "?";
-    FILE *f;
-
-    if (0 != schizo_migrate_local_start_time(pid, &here) || here == start) {
-        return 0;
-    }
-    snprintf(path, sizeof(path), "/proc/%d/comm", (int) pid);
-    if (NULL != (f = fopen(path, "re"))) {
-        if (NULL == fgets(comm, sizeof(comm), f)) {
-            snprintf(comm, sizeof(comm), "?");
-        }
-        comm[strcspn(comm, "\n")] = '\0';
-        fclose(f);
-    }
-    snprintf(err, len, "prepare: pid %d is taken on %s by another process ('%s'), and a "
-             "restored process keeps its pid: end that process or choose another node",
-             (int) pid, orte_process_info.nodename, comm);
-    return -1;
-}
-
 static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc, char *err,
                          size_t len)
 {
     orte_job_t *jdata = orte_get_job_data_object(m->job);
     const char *node = orte_process_info.nodename;
+    char why[512];
 
     if (NULL == jdata ||
         orte_get_attribute(&jdata->attributes, ORTE_JOB_TERM_NOTIFIED, NULL, OPAL_BOOL)) {
@@ -723,8 +702,13 @@ static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc,
         snprintf(err, len, "prepare: rank %u already runs on %s", (unsigned) m->vpid, node);
         return -1;
     }
-    return pid_check((pid_t) schizo_migrate_kv_num(m->text, "pid", 0),
-                     (unsigned long long) schizo_migrate_kv_num(m->text, "start", 0), err, len);
+    if (0 != schizo_migrate_local_pid_check((pid_t) schizo_migrate_kv_num(m->text, "pid", 0),
+                                            (unsigned long long) schizo_migrate_kv_num(m->text,
+                                            "start", 0), why, sizeof(why))) {
+        snprintf(err, len, "prepare: %s or choose another node", why);
+        return -1;
+    }
+    return 0;
 }
 
 static int prepare_receiver(struct adoption *a, char *addr, size_t alen, uint16_t *port,

@@ -47,6 +47,30 @@ static int schizo_migrate_register(void)
         "(no quiesce, no reconnection): for programs that do not use MPI. An MPI rank moved "
         "this way loses its connections", MCA_BASE_VAR_TYPE_BOOL, NULL, 0, 0, OPAL_INFO_LVL_9,
         MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.plain);
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "checkpoint_interval", "Seconds between periodic coordinated checkpoints of the job "
+        "into schizo_migrate_checkpoint_dir (0: none). A checkpoint that would overlap a "
+        "migration or another checkpoint waits for it", MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
+        OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
+        &mca_schizo_migrate_params.checkpoint_interval);
+    mca_schizo_migrate_params.checkpoint_dir = NULL;
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "checkpoint_dir", "Absolute path of the store of periodic checkpoints, on a file "
+        "system every node sees (created 0700; each checkpoint in ckpt.N, the newest complete "
+        "one at latest)", MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9,
+        MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.checkpoint_dir);
+    mca_schizo_migrate_params.checkpoint_keep = 2;
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "checkpoint_keep", "How many periodic checkpoints stay in the store: older ones are "
+        "removed once a newer one is complete (0: keep all)", MCA_BASE_VAR_TYPE_INT, NULL, 0,
+        0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
+        &mca_schizo_migrate_params.checkpoint_keep);
+    mca_schizo_migrate_params.restart = NULL;
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "restart", "Set by `ompi-migrate restart`: the checkpoint directory this mpirun "
+        "restarts the job from (its ranks are placeholders, each replaced by its restored "
+        "image)", MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9,
+        MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.restart);
     if (mca_schizo_migrate_params.timeout < 1) {
         mca_schizo_migrate_params.timeout = 1;
     }

@@ -253,8 +253,8 @@ static void restored_here(void *arg, int rc, const char *err, pid_t pid, double 
 static void restore_here(struct migrant *mg)
 {
     mg->watching = false;       /* reaped (or given up on): the restored rank gets ORTE's */
-    if (0 != schizo_migrate_adopt_here(mg->proc, mg->dir, true, mg->stdin_open, restored_here,
-                                       mg)) {
+    if (0 != schizo_migrate_adopt_here(mg->proc, mg->dir, true, false, mg->stdin_open,
+                                       restored_here, mg)) {
         restored_here(mg, -1, "out of memory", 0, 0, "");
     }
 }
@@ -276,6 +276,7 @@ static void continued(void *arg, int32_t status, const char *rejoined)
  * runtime rejoins it here. */
 static void continue_here(struct migrant *mg)
 {
+    schizo_migrate_orted_leave_cancel(mg->proc->name.jobid, mg->proc->name.vpid);
     if (mg->detached) {
         schizo_migrate_local_reattach(mg->proc, mg->exited, mg->status);
         mg->watching = false;
@@ -404,6 +405,8 @@ static void leave_timeout(int fd, short flags, void *arg)
     continue_here(mg);
 }
 
+static void left(void *arg, int32_t status, const char *text);
+
 static void on_evict(const struct schizo_migrate_msg *m)
 {
     orte_proc_t *child = schizo_migrate_local_child(m->job, m->vpid);
@@ -436,7 +439,7 @@ static void on_evict(const struct schizo_migrate_msg *m)
     mg->next = migrants;
     migrants = mg;
     mg->phase = MG_LEAVING;
-    if (0 == (rc = schizo_migrate_orted_leave(m->job, m->vpid, m->id))) {
+    if (0 == (rc = schizo_migrate_orted_leave(m->job, m->vpid, m->id, left, mg))) {
         timer_start(mg, mca_schizo_migrate_params.timeout * 1000, leave_timeout);
     } else if (-ENOENT == rc) {
         detach_and_dump(mg);      /* no control link: not an MPI rank, nothing to leave */
@@ -447,27 +450,14 @@ static void on_evict(const struct schizo_migrate_msg *m)
     }
 }
 
-bool schizo_migrate_detach_leaving(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch)
+static void left(void *arg, int32_t status, const char *text)
 {
-    struct migrant *mg = find(job, vpid);
+    struct migrant *mg = arg;
 
-    return NULL != mg && MG_LEAVING == mg->phase && mg->id == epoch;
-}
-
-void schizo_migrate_detach_left(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch,
-                                int32_t status, const char *text)
-{
-    struct migrant *mg = find(job, vpid);
-
-    if (!schizo_migrate_detach_leaving(job, vpid, epoch)) {
-        SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: ignored a late LEFT of rank %u",
-                               (unsigned) vpid);
-        return;
-    }
     timer_stop(mg);
     if (OMIG_CTL_OK != status) {
         snprintf(mg->failure, sizeof(mg->failure), "leave: rank %u refused: %s",
-                 (unsigned) vpid, text && text[0] ? text : "no reason given");
+                 (unsigned) mg->proc->name.vpid, text && text[0] ? text : "no reason given");
         continue_here(mg);
         return;
     }

@@ -183,6 +183,10 @@ bool schizo_migrate_hnp_busy(char *what, size_t len)
         snprintf(what, len, "a migration");
         return true;
     }
+    if (schizo_migrate_checkpoint_active()) {
+        snprintf(what, len, "a checkpoint");
+        return true;
+    }
     return false;
 }
 
@@ -680,6 +684,7 @@ static void tool_close(struct tool_conn *c)
         hnp.req->tool = NULL;
     }
     schizo_migrate_move_tool_closed(c);
+    schizo_migrate_checkpoint_tool_closed(c);
     free(c);
 }
 
@@ -697,6 +702,9 @@ static void tool_message(struct tool_conn *c, const struct omig_ctl_hdr *h, cons
         break;
     case OMIG_CTL_MIGRATE:
         schizo_migrate_move_start(c, payload);
+        break;
+    case OMIG_CTL_CHECKPOINT:
+        schizo_migrate_checkpoint_start(c, payload);
         break;
     default:
         tool_error(c, OMIG_CTL_EINVAL, "mpirun does not take %s requests",
@@ -786,6 +794,8 @@ int schizo_migrate_hnp_start(void)
                    accept_cb, NULL);
     opal_event_add(&hnp.lev, 0);
     SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: job control socket %s", hnp.path);
+    schizo_migrate_checkpoint_arm();
+    schizo_migrate_restart_start();
     return ORTE_SUCCESS;
 }
 
@@ -803,6 +813,8 @@ void schizo_migrate_hnp_stop(void)
         hnp.req = NULL;
     }
     schizo_migrate_move_stop();
+    schizo_migrate_checkpoint_stop();
+    schizo_migrate_restart_stop();
     while (NULL != hnp.tools) {
         tool_close(hnp.tools);
     }

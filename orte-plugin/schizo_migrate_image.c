@@ -196,9 +196,9 @@ static void back_in_event_thread(int fd, short flags, void *arg)
     w->done(w);
 }
 
-/* Dump (CRIU kills the rank at the end: the image is the rank now), then, unless a
- * destination is missing or the dump failed, send the images. */
-static void do_dump_send(struct schizo_migrate_work *w)
+/* CRIU dumps the rank into w->dir; its ttys and control link are external (the restoring
+ * daemon plugs new ones in). 0, or -1 with w->err. */
+static int dump(struct schizo_migrate_work *w, bool leave_running)
 {
     const char *external[5] = { NULL };
     char why[sizeof(w->err) - 16], ctl[32];
@@ -215,18 +215,31 @@ static void do_dump_send(struct schizo_migrate_work *w)
         external[n++] = ctl;
     }
     struct omig_dump_opts d = {
-        .pid = w->pid, .image_dir = w->dir, .shell_job = 1, .tcp_established = 1,
-        .network_lock_nftables = 1, .external = external,
+        .pid = w->pid, .image_dir = w->dir, .leave_running = leave_running, .shell_job = 1,
+        .tcp_established = 1, .network_lock_nftables = 1, .external = external,
     };
     if (w->fail_dump) {
         snprintf(w->err, sizeof(w->err), "dump: failed on purpose (schizo_migrate_fail)");
-        return;
+        return -1;
     }
     if (0 != omig_criu_dump(&d, why, sizeof(why))) {
         snprintf(w->err, sizeof(w->err), "dump: %s", why);
-        return;
+        return -1;
     }
     w->dump_ms = elapsed_ms(t0);
+    return 0;
+}
+
+/* A move: dump (CRIU kills the rank at the end: the image is the rank now), then send the
+ * images. */
+static void do_dump_send(struct schizo_migrate_work *w)
+{
+    char why[sizeof(w->err) - 16];
+    double t0;
+
+    if (0 != dump(w, false)) {
+        return;
+    }
     w->dumped = true;
     if (w->fail_transfer) {
         snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
@@ -241,6 +254,22 @@ static void do_dump_send(struct schizo_migrate_work *w)
     }
     w->transfer_ms = elapsed_ms(t0);
     w->rc = 0;
+}
+
+/* A checkpoint: the rank runs on after the dump. */
+static void do_dump(struct schizo_migrate_work *w)
+{
+    w->rc = dump(w, true);
+    w->dumped = 0 == w->rc;
+}
+
+/* The checksums of a checkpoint's images, taken while the rank runs again. */
+static void do_sums(struct schizo_migrate_work *w)
+{
+    double t0 = omig_ctl_now_ms();
+
+    w->rc = omig_sums_write(w->dir, &w->sums, w->err, sizeof(w->err));
+    w->transfer_ms = elapsed_ms(t0);
 }
 
 static void do_recv(struct schizo_migrate_work *w)
@@ -275,6 +304,8 @@ static void *work_main(void *arg)
 
     switch (w->kind) {
     case SM_WORK_DUMP_SEND: do_dump_send(w); break;
+    case SM_WORK_DUMP:      do_dump(w); break;
+    case SM_WORK_SUMS:      do_sums(w); break;
     case SM_WORK_RECV:      do_recv(w); break;
     case SM_WORK_RESTORE:   do_restore(w); break;
     }

@@ -15,6 +15,7 @@
 #include "orte/types.h"
 
 #include "omig_criu.h"
+#include "omig_store.h"
 #include "omig_xfer.h"
 
 /* CRIU's names of what fds 0, 1, 2 of the rank are ("" for anything CRIU restores by
@@ -31,7 +32,11 @@ struct schizo_migrate_manifest {
     unsigned long ctl_ino;        /* the rank's end of its control link (0: it has none) */
 };
 
-enum schizo_migrate_work_kind { SM_WORK_DUMP_SEND, SM_WORK_RECV, SM_WORK_RESTORE };
+/* DUMP_SEND: a move (CRIU kills the rank, the images go to the new node); DUMP: a checkpoint
+ * (the rank runs on); SUMS: the checksums of its images (transfer_ms: their time); RECV: the
+ * new node's receiver; RESTORE. */
+enum schizo_migrate_work_kind { SM_WORK_DUMP_SEND, SM_WORK_DUMP, SM_WORK_SUMS, SM_WORK_RECV,
+                                SM_WORK_RESTORE };
 
 /* One blocking job for a helper thread. Inputs are set by the caller, outputs by the thread;
  * done() runs in ORTE's event thread afterwards. The owner keeps it alive until then. */
@@ -42,9 +47,9 @@ struct schizo_migrate_work {
     void *owner;
     /* inputs */
     char dir[4096];
-    pid_t pid;                          /* DUMP_SEND: the rank */
-    struct schizo_migrate_stdio io;     /* DUMP_SEND: its ttys are external */
-    unsigned long ctl_ino;              /* DUMP_SEND: so is its control link, if any */
+    pid_t pid;                          /* DUMP*: the rank */
+    struct schizo_migrate_stdio io;     /* DUMP*: its ttys are external */
+    unsigned long ctl_ino;              /* DUMP*: so is its control link, if any */
     char addr[64];                      /* DUMP_SEND: the receiver */
     uint16_t port;
     int lfd;                            /* RECV: listening socket */
@@ -56,6 +61,7 @@ struct schizo_migrate_work {
     int rc;                             /* 0 or -1 with err ("PHASE: why" for DUMP_SEND) */
     char err[1024];
     bool dumped;                        /* DUMP_SEND: CRIU wrote the image (the rank is dead) */
+    struct omig_sums sums;              /* SUMS: what the images hold */
     double dump_ms, transfer_ms, restore_ms;
     struct omig_xfer_stats st;
     volatile int finished;              /* set by the thread before the thread-shift: finalize,

@@ -18,6 +18,7 @@
 #include "orte_config.h"
 
 #include <errno.h>
+#include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include "orte/runtime/orte_globals.h"
 #include "orte/runtime/orte_wait.h"
 #include "orte/util/attr.h"
+#include "orte/util/proc_info.h"
 #include "orte/util/threads.h"
 
 #include "schizo_migrate.h"
@@ -258,3 +260,30 @@ int schizo_migrate_local_session_dumpable(pid_t pid)
     fclose(f);
     return visible;
 }
+
+/* The pid must be free here: CRIU gives the rank its pid back. The same process seen through
+ * a PID namespace shared with the old node (the test cluster) is no conflict: it is gone once
+ * dumped. */
+int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *err, size_t len)
+{
+    unsigned long long here;
+    char path[64], comm[64] = "?";
+    FILE *f;
+
+    if (0 != schizo_migrate_local_start_time(pid, &here) || here == start) {
+        return 0;
+    }
+    snprintf(path, sizeof(path), "/proc/%d/comm", (int) pid);
+    if (NULL != (f = fopen(path, "re"))) {
+        if (NULL == fgets(comm, sizeof(comm), f)) {
+            snprintf(comm, sizeof(comm), "?");
+        }
+        comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+    }
+    snprintf(err, len, "pid %d is taken on %s by another process ('%s'), and a restored "
+             "process keeps its pid: end that process", (int) pid, orte_process_info.nodename,
+             comm);
+    return -1;
+}
+

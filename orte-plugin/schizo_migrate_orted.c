@@ -6,9 +6,9 @@
  * OMPI_MIGRATE_CTL (set in setup_child), connects at the end of MPI_Init and says HELLO. Down
  * commands from mpirun go to the named local ranks; their replies go back up unchanged. A rank
  * that is not connected is answered for at once (EGONE) so that mpirun does not wait for its
- * timeout; a rank whose connection closes is reported GONE. Before a move the old node's
- * daemon asks the rank to LEAVE over this link (schizo_migrate_detach.c); its LEFT (or ERROR)
- * goes back there, not to mpirun.
+ * timeout; a rank whose connection closes is reported GONE. Before a dump (a move or a
+ * checkpoint) the daemon asks the rank to LEAVE over this link; its LEFT (or ERROR) goes back
+ * to the caller, not to mpirun.
  */
 #include "orte_config.h"
 
@@ -35,7 +35,10 @@ struct rank_conn {
     orte_vpid_t vpid;           /* ORTE_VPID_INVALID until its HELLO */
     pid_t pid;
     bool left;                  /* it LEFT for a dump: its hang-up is no departure */
-    schizo_migrate_rejoin_fn rejoined;      /* waiting for its REJOINED */
+    schizo_migrate_link_fn leaving;         /* waiting for its LEFT (epoch leave_epoch) */
+    void *leaving_arg;
+    uint32_t leave_epoch;
+    schizo_migrate_link_fn rejoined;        /* waiting for its REJOINED */
     void *rejoined_arg;
 };
 
@@ -65,34 +68,38 @@ static struct rank_conn *find_conn(orte_jobid_t job, orte_vpid_t vpid)
     return NULL;
 }
 
-static void rejoin_answer(struct rank_conn *c, int32_t status, const char *text)
+/* Hands the answer to whoever waits for it (*fn), once. */
+static void link_answer(schizo_migrate_link_fn *fn, void *arg, int32_t status, const char *text)
 {
-    schizo_migrate_rejoin_fn fn = c->rejoined;
+    schizo_migrate_link_fn f = *fn;
 
-    c->rejoined = NULL;
-    if (NULL != fn) {
-        fn(c->rejoined_arg, status, text);
+    *fn = NULL;
+    if (NULL != f) {
+        f(arg, status, text);
     }
 }
 
-/* Closes c; tells mpirun when it was a rank that had said HELLO (and did not leave). */
+/* Closes c; tells mpirun when it was a rank that had said HELLO (and did not leave). c is
+ * out of the table before anyone waiting on it hears, so that they may talk to its rank
+ * again (a new link, or none). */
 static void conn_close(struct rank_conn *c, bool report)
 {
-    rejoin_answer(c, OMIG_CTL_EGONE, "its control link closed");
-    if (report && !c->left && ORTE_VPID_INVALID != c->vpid) {
-        SCHIZO_MIGRATE_VERBOSE(20, "schizo:migrate: rank %u (pid %d) disconnected",
-                               (unsigned) c->vpid, (int) c->pid);
-        (void) schizo_migrate_rml_gone(c->job, c->vpid);
-    }
-    opal_event_del(&c->ev);
-    close(c->fd);
-    omig_ctl_reader_free(&c->rd);
     for (int i = 0; i < node.nconns; i++) {
         if (node.conns[i] == c) {
             node.conns[i] = node.conns[--node.nconns];
             break;
         }
     }
+    opal_event_del(&c->ev);
+    close(c->fd);
+    omig_ctl_reader_free(&c->rd);
+    if (report && !c->left && ORTE_VPID_INVALID != c->vpid) {
+        SCHIZO_MIGRATE_VERBOSE(20, "schizo:migrate: rank %u (pid %d) disconnected",
+                               (unsigned) c->vpid, (int) c->pid);
+        (void) schizo_migrate_rml_gone(c->job, c->vpid);
+    }
+    link_answer(&c->leaving, c->leaving_arg, OMIG_CTL_EGONE, "its control link closed");
+    link_answer(&c->rejoined, c->rejoined_arg, OMIG_CTL_EGONE, "its control link closed");
     free(c);
 }
 
@@ -162,20 +169,18 @@ static int on_message(struct rank_conn *c, struct omig_ctl_hdr *h, const char *p
     if (OMIG_CTL_HELLO == h->type) {
         return on_hello(c, h, payload);
     }
-    /* The answer to a LEAVE belongs to the move in progress, not to mpirun's requests. */
-    if (ORTE_VPID_INVALID != c->vpid &&
-        (OMIG_CTL_LEFT == h->type ||
-         (OMIG_CTL_ERROR == h->type && schizo_migrate_detach_leaving(c->job, c->vpid,
-                                                                     h->epoch)))) {
+    /* The answer to a LEAVE belongs to the dump that asked, not to mpirun's requests. */
+    if (NULL != c->leaving && h->epoch == c->leave_epoch &&
+        (OMIG_CTL_LEFT == h->type || OMIG_CTL_ERROR == h->type)) {
         c->left = OMIG_CTL_LEFT == h->type && OMIG_CTL_OK == h->status;
-        schizo_migrate_detach_left(c->job, c->vpid, h->epoch,
-                                   OMIG_CTL_ERROR == h->type && OMIG_CTL_OK == h->status
-                                   ? OMIG_CTL_EFAIL : h->status, payload);
+        link_answer(&c->leaving, c->leaving_arg, OMIG_CTL_LEFT == h->type ? h->status
+                    : OMIG_CTL_OK == h->status ? OMIG_CTL_EFAIL : h->status, payload);
         return 0;
     }
     if (NULL != c->rejoined && (OMIG_CTL_REJOINED == h->type || OMIG_CTL_ERROR == h->type)) {
         c->left = false;
-        rejoin_answer(c, OMIG_CTL_REJOINED == h->type ? h->status : OMIG_CTL_EFAIL, payload);
+        link_answer(&c->rejoined, c->rejoined_arg,
+                    OMIG_CTL_REJOINED == h->type ? h->status : OMIG_CTL_EFAIL, payload);
         return 0;
     }
     if (ORTE_VPID_INVALID == c->vpid ||
@@ -302,7 +307,8 @@ void schizo_migrate_orted_down(orte_jobid_t job, const orte_vpid_t *vpids, int n
     }
 }
 
-int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch)
+int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoch,
+                               schizo_migrate_link_fn fn, void *arg)
 {
     struct rank_conn *c = find_conn(job, vpid);
     int rc;
@@ -310,7 +316,11 @@ int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoc
     if (NULL == c) {
         return -ENOENT;
     }
+    c->leaving = fn;
+    c->leaving_arg = arg;
+    c->leave_epoch = epoch;
     if ((rc = omig_ctl_send(c->fd, OMIG_CTL_LEAVE, epoch, (int32_t) vpid, 0, NULL, 0)) < 0) {
+        c->leaving = NULL;
         SCHIZO_MIGRATE_ERROR("schizo:migrate: cannot ask rank %u (pid %d) to leave: %s",
                              (unsigned) vpid, (int) c->pid, strerror(-rc));
         conn_close(c, true);
@@ -318,9 +328,18 @@ int schizo_migrate_orted_leave(orte_jobid_t job, orte_vpid_t vpid, uint32_t epoc
     return rc;
 }
 
+void schizo_migrate_orted_leave_cancel(orte_jobid_t job, orte_vpid_t vpid)
+{
+    struct rank_conn *c = find_conn(job, vpid);
+
+    if (NULL != c) {
+        c->leaving = NULL;
+    }
+}
+
 int schizo_migrate_orted_rejoin(orte_jobid_t job, orte_vpid_t vpid, pid_t pid, int fd,
                                 const char *env, size_t envlen, uint32_t epoch,
-                                schizo_migrate_rejoin_fn fn, void *arg)
+                                schizo_migrate_link_fn fn, void *arg)
 {
     struct rank_conn *c = find_conn(job, vpid);
     int rc;

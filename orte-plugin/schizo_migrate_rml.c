@@ -193,6 +193,14 @@ void schizo_migrate_rml_answer(const struct schizo_migrate_msg *req, int32_t sta
 /* Requests go to the side that owns the step; replies to mpirun's coordinator. */
 static void dispatch_move(const struct schizo_migrate_msg *m)
 {
+    switch (m->step) {
+    case SM_SNAPSHOT | SM_REPLY:
+        schizo_migrate_checkpoint_reply(m);
+        return;
+    case SM_REVIVE | SM_REPLY:
+        schizo_migrate_restart_reply(m);
+        return;
+    }
     if (m->step & SM_REPLY) {
         schizo_migrate_move_reply(m);
         return;
@@ -211,6 +219,12 @@ static void dispatch_move(const struct schizo_migrate_msg *m)
         break;
     case SM_MOVED:
         schizo_migrate_map_moved(m);
+        break;
+    case SM_SNAPSHOT:
+        schizo_migrate_snapshot_request(m);
+        break;
+    case SM_REVIVE:
+        schizo_migrate_revive_request(m);
         break;
     default:
         SCHIZO_MIGRATE_ERROR("schizo:migrate: unknown move step 0x%x: ignored",

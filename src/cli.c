@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "omig_cli.h"
 #include "omig_log.h"
@@ -43,4 +45,19 @@ int omig_parse_job(const char *arg, pid_t *job)
     }
     *job = (pid_t) v;
     return 0;
+}
+
+const char *omig_field(const char *text, const char *key, char buf[OMIG_FIELD_LEN])
+{
+    size_t klen = strlen(key);
+
+    buf[0] = '\0';
+    for (const char *p = text; p && *p; p += strcspn(p, " \n"), p += strspn(p, " \n")) {
+        if (0 == strncmp(p, key, klen) && '=' == p[klen]) {
+            snprintf(buf, OMIG_FIELD_LEN, "%.*s", (int) strcspn(p + klen + 1, " \n"),
+                     p + klen + 1);
+            break;
+        }
+    }
+    return buf;
 }

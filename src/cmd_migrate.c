@@ -144,28 +144,10 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
     return 0;
 }
 
-#define FIELD_LEN 256
-
-/* The value of key in "k=v ..." text into buf ("" if absent); returns buf. */
-static const char *field(const char *text, const char *key, char buf[FIELD_LEN])
-{
-    size_t klen = strlen(key);
-
-    buf[0] = '\0';
-    for (const char *p = text; p && *p; p += strcspn(p, " \n"), p += strspn(p, " \n")) {
-        if (0 == strncmp(p, key, klen) && '=' == p[klen]) {
-            snprintf(buf, FIELD_LEN, "%.*s", (int) strcspn(p + klen + 1, " \n"),
-                     p + klen + 1);
-            break;
-        }
-    }
-    return buf;
-}
-
 static void json_field(const char *text, const char *key, int quoted)
 {
-    char buf[FIELD_LEN];
-    const char *v = field(text, key, buf);
+    char buf[OMIG_FIELD_LEN];
+    const char *v = omig_field(text, key, buf);
 
     printf(",\"%s\":", key);
     if (quoted) {
@@ -178,9 +160,9 @@ static void json_field(const char *text, const char *key, int quoted)
 /* A failed move's line in an evacuation's report says "ok=0 ... error=MESSAGE". */
 static bool move_failed(const char *report)
 {
-    char ok[FIELD_LEN];
+    char ok[OMIG_FIELD_LEN];
 
-    return '0' == field(report, "ok", ok)[0];
+    return '0' == omig_field(report, "ok", ok)[0];
 }
 
 static void print_move_json(pid_t job, const char *report, double tool_ms)
@@ -208,7 +190,7 @@ static void print_move_json(pid_t job, const char *report, double tool_ms)
 
 static void print_move_text(pid_t job, const char *report)
 {
-    char v[13][FIELD_LEN];
+    char v[13][OMIG_FIELD_LEN];
     const char *keys[] = { "rank", "from", "to", "pid", "quiesce_ms", "leave_ms", "dump_ms",
                            "transfer_ms", "bytes", "restore_ms", "reconnect_ms", "downtime_ms",
                            "total_ms" };
@@ -218,7 +200,7 @@ static void print_move_text(pid_t job, const char *report)
         return;
     }
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        field(report, keys[i], v[i]);
+        omig_field(report, keys[i], v[i]);
     }
     printf("job %ld: rank %s moved from %s to %s (pid %s)\n", (long) job, v[0], v[1], v[2],
            v[3]);
@@ -231,10 +213,10 @@ static void print_move_text(pid_t job, const char *report)
 static void print_evacuation(const struct migrate_opts *o, const char *report, double tool_ms)
 {
     const char *line = strchr(report, '\n');
-    char node[FIELD_LEN], n[FIELD_LEN], moved[FIELD_LEN], total[FIELD_LEN], quiesce[FIELD_LEN];
+    char node[OMIG_FIELD_LEN], n[OMIG_FIELD_LEN], moved[OMIG_FIELD_LEN], total[OMIG_FIELD_LEN], quiesce[OMIG_FIELD_LEN];
 
-    field(report, "ranks", n);
-    field(report, "moved", moved);
+    omig_field(report, "ranks", n);
+    omig_field(report, "moved", moved);
     if (o->json) {
         printf("{\"job\":%ld", (long) o->job);
         json_field(report, "node", 1);
@@ -246,8 +228,8 @@ static void print_evacuation(const struct migrate_opts *o, const char *report, d
                0 == strcmp(n, moved) ? "true" : "false");
     } else {
         printf("job %ld: evacuated %s: %s of %s ranks moved in %s ms (quiesce %s ms)\n",
-               (long) o->job, field(report, "node", node), moved, n,
-               field(report, "total_ms", total), field(report, "quiesce_ms", quiesce));
+               (long) o->job, omig_field(report, "node", node), moved, n,
+               omig_field(report, "total_ms", total), omig_field(report, "quiesce_ms", quiesce));
     }
     for (int first = 1; NULL != line && '\0' != line[1]; first = 0) {
         char *one = strndup(line + 1, strcspn(line + 1, "\n"));
@@ -282,7 +264,7 @@ static void print_error(const struct migrate_opts *o, int status, const char *ms
 {
     const char *detail = strchr(msg, '\n');
     int mlen = detail ? (int) (detail - msg) : (int) strlen(msg);
-    char buf[FIELD_LEN];
+    char buf[OMIG_FIELD_LEN];
 
     if (o->json) {
         if (o->job > 0) {
@@ -295,12 +277,12 @@ static void print_error(const struct migrate_opts *o, int status, const char *ms
             omig_ctl_json_string(stdout, o->node);
         } else {
             printf(",\"rank\":%ld,\"from\":", o->rank);
-            omig_ctl_json_string(stdout, detail ? field(detail + 1, "from", buf) : "");
+            omig_ctl_json_string(stdout, detail ? omig_field(detail + 1, "from", buf) : "");
         }
         printf(",\"to\":");
         omig_ctl_json_string(stdout, o->to ? o->to : "");
         printf(",\"phase\":");
-        omig_ctl_json_string(stdout, detail ? field(detail + 1, "phase", buf) : "connect");
+        omig_ctl_json_string(stdout, detail ? omig_field(detail + 1, "phase", buf) : "connect");
         printf(",\"ok\":false,\"status\":%d,\"rolled_back\":%s,\"lost\":%s,\"error\":", status,
                OMIG_CTL_EROLLBACK == status ? "true" : "false",
                OMIG_CTL_ELOST == status ? "true" : "false");

@@ -27,8 +27,9 @@ const char *omig_ctl_type_name(int type)
 {
     static const char *names[] = { "?", "HELLO", "QUIESCE", "QUIESCED", "RESUME", "RESUMED",
                                    "ERROR", "STATUS", "MIGRATE", "MIGRATED", "LEAVE", "LEFT",
-                                   "REJOIN", "REJOINED", "REPAIR", "REPAIRED" };
-    return (type > 0 && type <= OMIG_CTL_REPAIRED) ? names[type] : names[0];
+                                   "REJOIN", "REJOINED", "REPAIR", "REPAIRED", "CHECKPOINT",
+                                   "CHECKPOINTED" };
+    return (type > 0 && type <= OMIG_CTL_CHECKPOINTED) ? names[type] : names[0];
 }
 
 double omig_ctl_now_ms(void)

@@ -5,11 +5,14 @@
 #include <sys/types.h>
 
 int omig_cmd_check(int argc, char **argv);
+int omig_cmd_checkpoint(int argc, char **argv);
 int omig_cmd_evacuate(int argc, char **argv);
 int omig_cmd_image(int argc, char **argv);
 int omig_cmd_migrate(int argc, char **argv);
 int omig_cmd_mpirun_args(int argc, char **argv);
+int omig_cmd_placeholder(int argc, char **argv);
 int omig_cmd_quiesce(int argc, char **argv);
+int omig_cmd_restart(int argc, char **argv);
 int omig_cmd_resume(int argc, char **argv);
 int omig_cmd_status(int argc, char **argv);
 
@@ -17,6 +20,11 @@ int omig_cmd_status(int argc, char **argv);
 long omig_parse_num(const char *s, const char **end);
 /* The same for a whole argument: -1 unless all of s is the number. */
 long omig_parse_arg(const char *s);
+
+/* The value of key in "k=v k2=v2 ..." text (blank- or line-separated) into buf ("" if absent);
+ * returns buf. */
+#define OMIG_FIELD_LEN 256
+const char *omig_field(const char *text, const char *key, char buf[OMIG_FIELD_LEN]);
 
 /* --job ARG: mpirun's pid into *job; 0, or 2 (the usage exit status) after saying why. */
 int omig_parse_job(const char *arg, pid_t *job);

@@ -44,6 +44,8 @@ enum omig_ctl_type {
                              * its new transport addresses */
     OMIG_CTL_REPAIR = 14,   /* down to every rank: payload "rank=R tcp=...": R's new addresses */
     OMIG_CTL_REPAIRED = 15, /* up: status 0 or error */
+    OMIG_CTL_CHECKPOINT = 16,   /* tool -> mpirun: payload "dir=STORE stop=0|1 keep=K" */
+    OMIG_CTL_CHECKPOINTED = 17, /* mpirun -> tool: report "dir=.. seq=.. ..." + a line per rank */
 };
 
 /* Status codes the side-cars put in ERROR replies (ranks may send any non-zero value). */

@@ -5,7 +5,7 @@
  * needs the peer's modex entry, which after a move is stale (and the mover cannot even fetch
  * entries of ranks local to its new node). So before the quiesce every rank makes its
  * endpoints to the movers, and each mover makes its endpoints to everybody, while the modex
- * is still right. After the move each peer learns the mover's new addresses (REPAIR) and
+ * is still right (for a whole-job quiesce: every rank to every rank). After the move each peer learns the mover's new addresses (REPAIR) and
  * repairs its endpoints in place (crcp_migrate_tcp_rewire.c).
  */
 #include "ompi_config.h"
@@ -30,11 +30,10 @@ int crcp_migrate_reach(const int *ranks, int nranks)
 {
     int rc = OMPI_SUCCESS;
 
-    if (0 == nranks) {
-        return OMPI_SUCCESS;    /* the whole job: nobody moves */
-    }
+    /* The whole job (a checkpoint): every rank may wake up in a new runtime whose modex
+     * holds nobody's btl/tcp entry, so every pair needs its endpoints now. */
     for (int j = 0; j < crcp_migrate_state.nprocs && OMPI_SUCCESS == rc; j++) {
-        if (crcp_migrate_relevant(j, ranks, nranks)) {      /* never myself */
+        if (0 == nranks ? j != crcp_migrate_state.me : crcp_migrate_relevant(j, ranks, nranks)) {
             rc = reach(j);
         }
     }
