@@ -59,5 +59,34 @@ wait_job_ready() {
     fail "job $pid: not all $n ranks reached the side-car in 30 s"
 }
 
+# Restart a checkpointed job in the foreground: omig_restart OUT STORE MPIRUN-ARGS...
+omig_restart() {
+    local out=$1 store=$2
+    shift 2
+    OMPI_MIGRATE_MPIRUN="$CLUSTER mpirun" OMPI_MIGRATE_COMPONENT_DIR="$OMIG_COMPONENT_DIR" \
+        timeout 300 "$OMPI_MIGRATE" restart --dir "$store" -- "$@" >"$out" 2>&1
+}
+
+# job_started N: the job of MPIRUN_PID runs its N ranks; JOB_PIDS are their pids.
+job_started() {
+    wait_job_ready "$MPIRUN_PID" "$1"
+    JOB_PIDS=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk 'NR > 2 { print $3 }')
+}
+
+# job_ended: mpirun and the ranks of job_started are gone and reaped (a restart needs their
+# pids: a killed rank stays a zombie for a moment).
+job_ended() {
+    local p left
+    wait "$MPIRUN_PID" 2>/dev/null
+    MPIRUN_PID=
+    for _ in $(seq 100); do
+        left=
+        for p in $JOB_PIDS; do [ -e "/proc/$p" ] && left="$left $p"; done
+        [ -z "$left" ] && return 0
+        sleep 0.1
+    done
+    fail "ranks of the ended job still hold their pids:$left"
+}
+
 # Random integer in [0, $1).
 rnd() { echo $(( RANDOM % $1 )); }

@@ -1,7 +1,8 @@
 #!/bin/bash
 # An unmodified MPI application from Debian (hpcc, the HPC Challenge suite: HPL, PTRANS, FFT,
-# RandomAccess, STREAM, latency/bandwidth) runs as 6 ranks on 3 nodes once undisturbed and once
-# while two of its ranks move between nodes: the move must not change its results (HPL's and
+# RandomAccess, STREAM, latency/bandwidth) runs as 6 ranks on 3 nodes once undisturbed, once
+# while two of its ranks move between nodes, and once checkpointed mid-run, killed and
+# restarted from the checkpoint on two nodes: neither may change its results (HPL's and
 # PTRANS's residuals, FFT's error, every check passed).
 . "$(dirname "$0")/lib.sh"
 command -v hpcc >/dev/null || skip "hpcc not installed (scripts/setup.sh installs it)"
@@ -41,4 +42,20 @@ grep -q '^Success=1$' "$TMPD/moved/hpccoutf.txt" || fail "hpcc reports a failure
 diff <(results "$TMPD/plain") <(results "$TMPD/moved") >"$TMPD/diff" ||
     fail "results differ after the moves: $(cat "$TMPD/diff")"
 pass "hpcc with ranks 1 and 4 moved mid-run gives the results of an undisturbed run ($(results "$TMPD/moved" | grep -E 'HPL_N|MPIFFT_maxErr|PTRANS_residual' | tr '\n' ' ')); moves: $(grep -o 'rank [0-9] moved from [a-z0-9]* to [a-z0-9]*' "$TMPD/moved/moves" | tr '\n' ';')"
+# Checkpointed at 10 s, killed, restarted on node1 + node2. Its output file is reopened at the
+# checkpoint's offset: what the killed run wrote after it is overwritten.
+dir=$TMPD/restarted
+mkdir "$dir" && cp "$TMPD/hpccinf.txt" "$dir/"
+omig_mpirun_bg "$dir/mpirun.out" "${ARGS[@]}" --wdir "$dir" -np 6 "$(command -v hpcc)"
+job_started 6
+sleep 10
+"$OMPI_MIGRATE" checkpoint --job "$MPIRUN_PID" --dir "$dir/store" >"$dir/checkpoint" 2>&1 ||
+    fail "checkpointing hpcc failed: $(cat "$dir/checkpoint")"
+kill "$MPIRUN_PID"; job_ended
+omig_restart "$dir/restart.out" "$dir/store" --host node1:3,node2:3 ||
+    fail "restarting hpcc failed: $(tail -20 "$dir/restart.out")"
+grep -q '^Success=1$' "$dir/hpccoutf.txt" || fail "hpcc reports a failure after the restart"
+diff <(results "$TMPD/plain") <(results "$dir") >"$TMPD/diff" ||
+    fail "results differ after the restart: $(cat "$TMPD/diff")"
+pass "hpcc checkpointed at 10 s, killed and restarted on node1 + node2 gives the results of an undisturbed run ($(grep -o 'restored in [0-9]* ms' "$dir/restart.out"))"
 exit 0

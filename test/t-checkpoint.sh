@@ -19,29 +19,7 @@ ROUNDS=1500
 TORTURE=("$MPI_BIN/torture" -i "$ROUNDS" -m 8)
 
 totals() { grep -o '^RESULT ok msgs=[0-9]* colls=[0-9]*' "$1"; }
-restart() {     # restart OUT STORE MPIRUN-ARGS...: the restarted job, in the foreground
-    local out=$1 store=$2
-    shift 2
-    OMPI_MIGRATE_MPIRUN="$CLUSTER mpirun" OMPI_MIGRATE_COMPONENT_DIR="$OMIG_COMPONENT_DIR" \
-        timeout 300 "$OMPI_MIGRATE" restart --dir "$store" -- "$@" >"$out" 2>&1
-}
 checkpoint() { "$OMPI_MIGRATE" checkpoint --job "$MPIRUN_PID" "$@" 2>&1; }
-started() {     # started: the job runs; note its ranks' pids
-    wait_job_ready "$MPIRUN_PID" 6
-    PIDS=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk 'NR > 2 { print $3 }')
-}
-ended() {       # ended: the job's mpirun and ranks are gone, reaped (their pids are free again)
-    local p left
-    wait "$MPIRUN_PID" 2>/dev/null
-    MPIRUN_PID=
-    for _ in $(seq 100); do
-        left=
-        for p in $PIDS; do [ -e "/proc/$p" ] && left="$left $p"; done
-        [ -z "$left" ] && return 0
-        sleep 0.1
-    done
-    fail "ranks of the ended job still hold their pids:$left"
-}
 same_result() { # same_result WHAT OUT: the run ended as the undisturbed one did
     [ "$(totals "$2")" = "$expect" ] ||
         fail "$1: result '$(grep RESULT "$2")', expected '$expect'; output: $(tail -20 "$2")"
@@ -54,7 +32,7 @@ expect=$(totals "$TMPD/plain.out") || fail "undisturbed run: no RESULT ok: $(tai
 
 # ---------------------------------------------------------------- 3 checkpoints, kill, restart
 omig_mpirun_bg "$TMPD/a.out" --mca crcp migrate --mca btl tcp,self -np 6 "${TORTURE[@]}"
-started
+job_started 6
 for i in 1 2 3; do
     sleep 1
     out=$(checkpoint --dir "$TMPD/a" --json) || fail "checkpoint $i failed: $out"
@@ -67,8 +45,8 @@ grep -q '^job=.* ranks=6 ' "$TMPD/a/ckpt.3/MANIFEST" && [ "$(grep -c '^rank=' "$
     fail "bad manifest: $(cat "$TMPD/a/ckpt.3/MANIFEST")"
 pass "3 checkpoints of the running job ($(echo "$out" | grep -o '"bytes":[0-9]*' | cut -d: -f2) bytes," \
      "downtime $(echo "$out" | grep -o '"downtime_ms":[0-9.]*' | cut -d: -f2) ms), private, with manifests"
-kill "$MPIRUN_PID"; ended
-restart "$TMPD/a-restart.out" "$TMPD/a" --host node2:3,node3:3 ||
+kill "$MPIRUN_PID"; job_ended
+omig_restart "$TMPD/a-restart.out" "$TMPD/a" --host node2:3,node3:3 ||
     fail "restart on node2 + node3 failed: $(tail -20 "$TMPD/a-restart.out")"
 same_result "restart from the 3rd checkpoint" "$TMPD/a-restart.out"
 pass "killed, restarted from checkpoint 3 on node2 + node3: $(grep -o 'restored in [0-9]* ms' "$TMPD/a-restart.out"), $expect"
@@ -77,36 +55,36 @@ pass "killed, restarted from checkpoint 3 on node2 + node3: $(grep -o 'restored 
 omig_mpirun_bg "$TMPD/b.out" --mca crcp migrate --mca btl tcp,self \
     --mca schizo_migrate_checkpoint_interval 2 --mca schizo_migrate_checkpoint_dir "$TMPD/b" \
     --mca schizo_migrate_checkpoint_keep 2 -np 6 "${TORTURE[@]}"
-started
+job_started 6
 for _ in $(seq 300); do
     [ "$(readlink "$TMPD/b/latest" 2>/dev/null)" \> ckpt.2 ] && break
     kill -0 "$MPIRUN_PID" 2>/dev/null || fail "the job ended before 3 periodic checkpoints: $(tail "$TMPD/b.out")"
     sleep 0.1
 done
 "$CLUSTER" kill-node node3 || fail "cannot kill node3's processes"
-ended
+job_ended
 [ "$(find "$TMPD/b" -maxdepth 1 -name 'ckpt.*' | wc -l)" -le 3 ] ||
     fail "periodic checkpoints not pruned to 2 (+1 in progress): $(ls "$TMPD/b")"
 latest=$(readlink "$TMPD/b/latest")
-restart "$TMPD/b-restart.out" "$TMPD/b" --host node1:3,node2:3 ||
+omig_restart "$TMPD/b-restart.out" "$TMPD/b" --host node1:3,node2:3 ||
     fail "restart on node1 + node2 after node3 died failed: $(tail -20 "$TMPD/b-restart.out")"
 same_result "restart after node3 died" "$TMPD/b-restart.out"
 pass "periodic checkpoints; node3 killed mid-run; restarted from $latest on node1 + node2: $expect"
 
 # ---------------------------------------------------------------- --stop
 omig_mpirun_bg "$TMPD/c.out" --mca crcp migrate --mca btl tcp,self -np 6 "${TORTURE[@]}"
-started
+job_started 6
 sleep 2
 out=$(checkpoint --dir "$TMPD/c" --stop) || fail "checkpoint --stop failed: $out"
-ended
+job_ended
 grep -q '^RESULT' "$TMPD/c.out" && fail "the stopped job finished anyway: $(tail -3 "$TMPD/c.out")"
-restart "$TMPD/c-restart.out" "$TMPD/c" || fail "restart after --stop failed: $(tail -20 "$TMPD/c-restart.out")"
+omig_restart "$TMPD/c-restart.out" "$TMPD/c" || fail "restart after --stop failed: $(tail -20 "$TMPD/c-restart.out")"
 same_result "restart after --stop" "$TMPD/c-restart.out"
 pass "checkpoint --stop ended the job; restarted, it finished: $expect"
 
 # ---------------------------------------------------------------- refused, failed without harm
 omig_mpirun_bg "$TMPD/d.out" --mca crcp migrate --mca btl tcp,self -np 6 "${TORTURE[@]}"
-started
+job_started 6
 out=$(checkpoint --dir /proc/omig-no-such-store) && fail "a store in /proc was accepted: $out"
 echo "$out" | grep -q "cannot create the checkpoint directory /proc/omig-no-such-store" ||
     fail "unexpected message for an impossible store: $out"
@@ -117,9 +95,9 @@ printf 'X' | dd of="$TMPD/damaged/ckpt.1/rank-4/$(ls "$TMPD/damaged/ckpt.1/rank-
 wait "$MPIRUN_PID" || fail "the job failed after the refused checkpoint: $(tail "$TMPD/d.out")"
 MPIRUN_PID=
 same_result "the job that refused a checkpoint" "$TMPD/d.out"
-restart "$TMPD/e.out" "$TMPD/damaged" && fail "a restart from a damaged image ran"
+omig_restart "$TMPD/e.out" "$TMPD/damaged" && fail "a restart from a damaged image ran"
 grep -q "rank 4 cannot be restarted: .*damaged" "$TMPD/e.out" || fail "damaged image: unexpected message: $(cat "$TMPD/e.out")"
-restart "$TMPD/e.out" "$TMPD" && fail "a restart from a directory without checkpoint ran"
+omig_restart "$TMPD/e.out" "$TMPD" && fail "a restart from a directory without checkpoint ran"
 grep -q "holds no complete checkpoint" "$TMPD/e.out" || fail "no checkpoint: unexpected message: $(cat "$TMPD/e.out")"
 omig_mpirun_bg "$TMPD/f.out" -np 2 sleep 30
 sleep 2
