@@ -10,7 +10,8 @@
 #     node1 + node2 it finishes correctly;
 #   - `checkpoint --stop`, then restart: the same;
 #   - refused or failed without harm: a store that cannot be created, a job without the
-#     plugin, a restart from a directory without a checkpoint, a restart from a damaged image.
+#     plugin, a migration during a checkpoint (or the reverse), a restart from a directory
+#     without a checkpoint, a restart from a damaged image.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 TMPD=$(mktemp -d /var/tmp/omig-ckpt.XXXXXX)    # a path every node sees
@@ -88,7 +89,14 @@ job_started 6
 out=$(checkpoint --dir /proc/omig-no-such-store) && fail "a store in /proc was accepted: $out"
 echo "$out" | grep -q "cannot create the checkpoint directory /proc/omig-no-such-store" ||
     fail "unexpected message for an impossible store: $out"
-out=$(checkpoint --dir "$TMPD/d" --json) || fail "a checkpoint after a refused one failed: $out"
+# A checkpoint and a migration at once: whichever comes second is refused, the first completes.
+checkpoint --dir "$TMPD/d" --json >"$TMPD/d.ckpt" & ck=$!
+sleep 0.2
+"$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 1 --to node3 >"$TMPD/d.mig" 2>&1; mig=$?
+wait "$ck"; ckpt=$?
+[ $((ckpt + mig)) = 1 ] && grep -q "is busy with a \(checkpoint\|migration\)" "$TMPD/d.ckpt" "$TMPD/d.mig" ||
+    fail "checkpoint and migration at once: $(cat "$TMPD/d.ckpt" "$TMPD/d.mig")"
+[ "$ckpt" = 0 ] || out=$(checkpoint --dir "$TMPD/d" --json) || fail "a checkpoint after a refused one failed: $out"
 cp -a "$TMPD/d" "$TMPD/damaged"
 printf 'X' | dd of="$TMPD/damaged/ckpt.1/rank-4/$(ls "$TMPD/damaged/ckpt.1/rank-4" | grep '^pages' | head -1)" \
     bs=1 seek=4096 conv=notrunc status=none
@@ -104,4 +112,4 @@ sleep 2
 out=$(checkpoint --dir "$TMPD/f") && fail "a job without the plugin was checkpointed: $out"
 echo "$out" | grep -q "not started with --mca crcp migrate" || fail "no plugin: unexpected message: $out"
 kill "$MPIRUN_PID"; wait "$MPIRUN_PID" 2>/dev/null; MPIRUN_PID=
-pass "refused: an impossible store, a damaged image, a directory without checkpoint, a job without the plugin"
+pass "refused: an impossible store, a migration during a checkpoint (or the reverse), a damaged image, a directory without checkpoint, a job without the plugin"
