@@ -230,26 +230,6 @@ static void launched_poll(int fd, short flags, void *arg)
     }
 }
 
-static char *read_manifest(const char *dir)
-{
-    char path[PATH_MAX];
-    FILE *f;
-    long n;
-    char *text = NULL;
-
-    snprintf(path, sizeof(path), "%s/%s", dir, OMIG_STORE_MANIFEST);
-    if (NULL != (f = fopen(path, "re")) && 0 == fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 &&
-        0 == fseek(f, 0, SEEK_SET) && NULL != (text = calloc(1, (size_t) n + 1)) &&
-        1 != fread(text, (size_t) n, 1, f)) {
-        free(text);
-        text = NULL;
-    }
-    if (NULL != f) {
-        fclose(f);
-    }
-    return text;
-}
-
 void schizo_migrate_restart_start(void)
 {
     const char *dir = mca_schizo_migrate_params.restart;
@@ -266,7 +246,7 @@ void schizo_migrate_restart_start(void)
     rs.active = true;
     rs.t0 = omig_ctl_now_ms();
     snprintf(rs.dir, sizeof(rs.dir), "%s", dir);
-    rs.manifest = read_manifest(dir);       /* checked once the job runs: then it can abort */
+    rs.manifest = omig_store_read_manifest(dir);       /* checked once the job runs: then it can abort */
     rs.n = (int) schizo_migrate_kv_num(rs.manifest, "ranks", 0);
     SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: restarting %d ranks from %s", rs.n, dir);
     timer_arm(POLL_MS, launched_poll);

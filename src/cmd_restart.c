@@ -82,24 +82,6 @@ static int parse_args(int argc, char **argv, struct restart_opts *o)
     return 0;
 }
 
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "re");
-    char *text = NULL;
-    long n;
-
-    if (NULL != f && 0 == fseek(f, 0, SEEK_END) && (n = ftell(f)) > 0 &&
-        0 == fseek(f, 0, SEEK_SET) && NULL != (text = calloc(1, (size_t) n + 1)) &&
-        1 != fread(text, (size_t) n, 1, f)) {
-        free(text);
-        text = NULL;
-    }
-    if (NULL != f) {
-        fclose(f);
-    }
-    return text;
-}
-
 /* Every rank's images are whole: their files match omig-sums, and omig-sums matches the
  * digest the manifest recorded. */
 static int verify(const char *ckpt, const char *manifest, int ranks)
@@ -169,13 +151,16 @@ int omig_cmd_restart(int argc, char **argv)
     if (0 != (rc = parse_args(argc, argv, &o))) {
         return rc < 0 ? 0 : rc;
     }
-    if (NULL == realpath(o.dir, path) ||
-        0 != omig_store_resolve(path, ckpt, sizeof(ckpt), err, sizeof(err))) {
-        omig_err("%s", NULL == realpath(o.dir, path) ? strerror(errno) : err);
+    if (NULL == realpath(o.dir, path)) {
+        omig_err("%s: %s", o.dir, strerror(errno));
+        return 1;
+    }
+    if (0 != omig_store_resolve(path, ckpt, sizeof(ckpt), err, sizeof(err))) {
+        omig_err("%s", err);
         return 1;
     }
     snprintf(path, sizeof(path), "%s/%s", ckpt, OMIG_STORE_MANIFEST);
-    if (NULL == (manifest = read_text(path))) {
+    if (NULL == (manifest = omig_store_read_manifest(ckpt))) {
         omig_err("cannot read %s: %s", path, strerror(errno));
         return 1;
     }

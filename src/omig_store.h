@@ -40,6 +40,8 @@ int omig_store_commit(const char *store, const char *ckpt, const char *manifest,
                       char *err, size_t len);
 /* DIR is a checkpoint (holds a MANIFEST) or a store (its latest): the checkpoint's path. */
 int omig_store_resolve(const char *dir, char *path, size_t len, char *err, size_t elen);
+/* The text of CKPT/MANIFEST (malloc'ed, NUL-terminated), or NULL with errno set. */
+char *omig_store_read_manifest(const char *ckpt);
 /* Removes a checkpoint directory (rank directories and their files). */
 void omig_store_remove(const char *ckpt);
 

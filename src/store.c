@@ -347,3 +347,24 @@ int omig_store_resolve(const char *dir, char *path, size_t len, char *err, size_
     snprintf(path, len, "%s", latest);
     return 0;
 }
+
+char *omig_store_read_manifest(const char *ckpt)
+{
+    char path[PATH_MAX];
+    char *text = NULL;
+    FILE *f;
+    long n;
+
+    snprintf(path, sizeof(path), "%s/" OMIG_STORE_MANIFEST, ckpt);
+    if (NULL == (f = fopen(path, "re"))) {
+        return NULL;
+    }
+    if (0 != fseek(f, 0, SEEK_END) || (n = ftell(f)) <= 0 || 0 != fseek(f, 0, SEEK_SET) ||
+        NULL == (text = calloc(1, (size_t) n + 1)) || 1 != fread(text, (size_t) n, 1, f)) {
+        free(text);
+        text = NULL;
+        errno = EINVAL;
+    }
+    fclose(f);
+    return text;
+}
