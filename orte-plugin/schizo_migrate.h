@@ -241,6 +241,10 @@ void schizo_migrate_local_reserve(orte_jobid_t job, int delta);
 void schizo_migrate_local_launched(orte_proc_t *proc, int delta);
 int schizo_migrate_local_start_time(pid_t pid, unsigned long long *start);
 int schizo_migrate_local_session_dumpable(pid_t pid);
+/* Why a rank whose session_dumpable() is 0 is refused, and the fix. */
+#define SCHIZO_MIGRATE_UNDUMPABLE_SESSION "inspect: the rank's session leader is outside its " \
+    "pid namespace, so CRIU cannot dump it; start mpirun under setsid, or without " \
+    "--leave-session-attached"
 /* 0 if pid is free here, or is the process that started at start (the same one seen through a
  * PID namespace shared with another node); -1 and why otherwise. */
 int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *err, size_t len);

@@ -486,9 +486,7 @@ static void on_inspect(const struct schizo_migrate_msg *m)
         return;
     }
     if (0 == schizo_migrate_local_session_dumpable(child->pid)) {
-        schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, "inspect: the rank's session leader is "
-                                  "outside its pid namespace, so CRIU cannot dump it; start "
-                                  "mpirun under setsid, or without --leave-session-attached");
+        schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, SCHIZO_MIGRATE_UNDUMPABLE_SESSION);
         return;
     }
     snprintf(text, sizeof(text), "pid=%d start=%llu", (int) child->pid, start);
