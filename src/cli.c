@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +45,18 @@ int omig_parse_job(const char *arg, pid_t *job)
         return 2;
     }
     *job = (pid_t) v;
+    return 0;
+}
+
+int omig_parse_timeout(const char *arg, int *seconds)
+{
+    long v = omig_parse_arg(arg);
+
+    if (v <= 0 || v > INT_MAX / 1000) {      /* milliseconds must fit an int */
+        omig_err("--timeout wants seconds, not '%s'", arg);
+        return 2;
+    }
+    *seconds = (int) v;
     return 0;
 }
 

@@ -95,11 +95,9 @@ static int parse_args(int argc, char **argv, struct ckpt_opts *o)
         case 's': o->stop = 1; break;
         case 'J': o->json = 1; break;
         case 'T':
-            if ((v = omig_parse_arg(optarg)) <= 0 || v > INT_MAX / 1000) {
-                omig_err("--timeout wants seconds, not '%s'", optarg);
+            if (0 != omig_parse_timeout(optarg, &o->timeout_s)) {
                 return 2;
             }
-            o->timeout_s = (int) v;
             break;
         case 'h': return usage(stdout) - 1;
         default:  return usage(stderr);

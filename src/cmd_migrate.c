@@ -93,7 +93,6 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
         { "json", no_argument, NULL, 'J' },
         { "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 } };
-    long v;
     int c;
 
     optind = 1;
@@ -122,11 +121,9 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
             break;
         case 'J': o->json = 1; break;
         case 'T':
-            if ((v = omig_parse_arg(optarg)) <= 0 || v > INT_MAX / 1000) {
-                omig_err("--timeout wants seconds, not '%s'", optarg);
+            if (0 != omig_parse_timeout(optarg, &o->timeout_s)) {
                 return 2;
             }
-            o->timeout_s = (int) v;
             break;
         case 'h': return usage(stdout) - 1;     /* -1: stop, exit 0 */
         default:  return usage(stderr);

@@ -87,8 +87,6 @@ static int parse_args(const char *cmd, int argc, char **argv, struct request_opt
         { "job", required_argument, NULL, 'j' }, { "ranks", required_argument, NULL, 'r' },
         { "json", no_argument, NULL, 'J' }, { "timeout", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
-    const char *end;
-    long v;
     int c;
 
     optind = 1;
@@ -107,11 +105,9 @@ static int parse_args(const char *cmd, int argc, char **argv, struct request_opt
             break;
         case 'J': o->json = 1; break;
         case 't':
-            if ((v = omig_parse_num(optarg, &end)) <= 0 || *end || v > INT_MAX / 1000) {
-                omig_err("--timeout wants seconds, not '%s'", optarg);
+            if (0 != omig_parse_timeout(optarg, &o->timeout_s)) {
                 return 2;
             }
-            o->timeout_s = (int) v;
             break;
         case 'h': return usage(cmd, stdout) - 1;    /* -1: stop, exit 0 */
         default:  return usage(cmd, stderr);

@@ -26,6 +26,9 @@ long omig_parse_arg(const char *s);
 #define OMIG_FIELD_LEN 256
 const char *omig_field(const char *text, const char *key, char buf[OMIG_FIELD_LEN]);
 
+/* --timeout ARG: seconds (> 0) into *seconds; 0, or 2 (usage) after saying why. */
+int omig_parse_timeout(const char *arg, int *seconds);
+
 /* --job ARG: mpirun's pid into *job; 0, or 2 (the usage exit status) after saying why. */
 int omig_parse_job(const char *arg, pid_t *job);
 
