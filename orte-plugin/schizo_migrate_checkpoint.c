@@ -125,9 +125,12 @@ static double sum_of(const struct checkpoint *c, const char *key)
 static void manifest(struct checkpoint *c, orte_job_t *jdata, struct schizo_migrate_text *t)
 {
     orte_app_context_t *app = opal_pointer_array_get_item(jdata->apps, 0);
-    char criu[64] = "?", err[256];
+    static char criu[64];           /* asked once: it runs criu, in mpirun's event thread */
+    char err[256];
 
-    (void) omig_criu_version(criu, sizeof(criu), err, sizeof(err));
+    if ('\0' == criu[0] && 0 != omig_criu_version(criu, sizeof(criu), err, sizeof(err))) {
+        snprintf(criu, sizeof(criu), "?");
+    }
     schizo_migrate_text_add(t, "# ompi-migrate checkpoint 1\n"
                             "job=%u hnp_jobid=%u ranks=%d seq=%d time=%ld mpirun_pid=%d "
                             "open_mpi=%d.%d.%d criu=%s app=%s\n", (unsigned) jdata->jobid,
@@ -250,9 +253,9 @@ static void snapshots_done(struct checkpoint *c)
             fail(c, OMIG_CTL_ETIMEDOUT, "rank %u on %s: no answer from its daemon within %d s",
                  (unsigned) r->vpid, r->node, mca_schizo_migrate_params.move_timeout);
         } else if (OMIG_CTL_OK != r->status) {
+            const char *tcp = strstr(r->text, " tcp=");     /* for the peers, not the user */
             fail(c, r->status, "rank %u on %s: %.*s", (unsigned) r->vpid, r->node,
-                 (int) (strstr(r->text, " tcp=") ? strstr(r->text, " tcp=") - r->text
-                                                  : (long) strlen(r->text)), r->text);
+                 (int) (NULL != tcp ? tcp - r->text : (long) strlen(r->text)), r->text);
         }
         if ('\0' != r->tcp[0]) {
             schizo_migrate_text_add(&t, "rank=%u tcp=%s\n", (unsigned) r->vpid, r->tcp);
