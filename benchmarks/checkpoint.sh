@@ -12,8 +12,6 @@ ROUNDS=${1:-5}
 MIB=${2:-32}
 cluster_up 3
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-num() { grep -o "\"$1\":[0-9.]*" | cut -d: -f2; }
 
 OUT=$(mktemp)
 STORE=$(mktemp -d /var/tmp/omig-bench-ckpt.XXXXXX)
@@ -25,12 +23,12 @@ mig() { "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --json "$@"; }
 sdown=(); cdown=(); cbytes=(); cdump=()
 for r in $(seq "$ROUNDS"); do
     j=$(mig --rank 2 --to node1)
-    sdown+=("$(echo "$j" | num downtime_ms)")
+    sdown+=("$(echo "$j" | json_nums downtime_ms)")
     mig --rank 2 --to node2 >/dev/null
     j=$("$OMPI_MIGRATE" checkpoint --job "$MPIRUN_PID" --dir "$STORE" --keep 1 --json) ||
         fail "checkpoint failed: $j"
-    cdown+=("$(echo "$j" | num downtime_ms)"); cbytes+=("$(echo "$j" | num bytes)")
-    cdump+=("$(echo "$j" | num dump_ms)")
+    cdown+=("$(echo "$j" | json_nums downtime_ms)"); cbytes+=("$(echo "$j" | json_nums bytes)")
+    cdump+=("$(echo "$j" | json_nums dump_ms)")
 done
 kill -USR1 "$MPIRUN_PID"
 wait "$MPIRUN_PID" || fail "the job failed: $(tail -5 "$OUT")"

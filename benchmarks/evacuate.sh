@@ -11,8 +11,6 @@ ROUNDS=${1:-5}
 MIB=${2:-32}
 cluster_up 3
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-num() { grep -o "\"$1\":[0-9.]*" | cut -d: -f2; }
 
 OUT=$(mktemp)
 omig_mpirun_bg "$OUT" --mca crcp migrate --mca btl tcp,self -np 6 "$OMIG_BUILDDIR/test/mpi/torture" -d 3600 -m "$MIB"
@@ -22,12 +20,12 @@ mig() { "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --json "$@"; }
 single=(); sdown=(); evac=(); edown=()
 for r in $(seq "$ROUNDS"); do
     j=$(mig --rank 2 --to node1)
-    single+=("$(echo "$j" | num total_ms)"); sdown+=("$(echo "$j" | num downtime_ms)")
+    single+=("$(echo "$j" | json_nums total_ms)"); sdown+=("$(echo "$j" | json_nums downtime_ms)")
     mig --rank 2 --to node2 >/dev/null
     j=$("$OMPI_MIGRATE" evacuate --job "$MPIRUN_PID" --node node2 --json)
     echo "$j" | grep -q '"ok":true,"moves"' || fail "evacuation failed: $j"
-    evac+=("$(echo "$j" | sed 's/"moves".*//' | num total_ms)")
-    edown+=("$(echo "$j" | num downtime_ms | sort -n | tail -1)")
+    evac+=("$(echo "$j" | sed 's/"moves".*//' | json_nums total_ms)")
+    edown+=("$(echo "$j" | json_nums downtime_ms | sort -n | tail -1)")
     for rank in 2 3; do
         [ "$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk -v r=$rank '$1 == r { print $2 }')" = node2 ] ||
             mig --rank "$rank" --to node2 >/dev/null

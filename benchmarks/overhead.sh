@@ -10,7 +10,6 @@ BIN=$OMIG_BUILDDIR/benchmarks/pingpong
 mpicc -O2 -o "$BIN" "$OMIG_SRCDIR/benchmarks/pingpong.c"
 cluster_up 3
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # run TRANSPORT WITH(0|1) -> "lat_us bw_MBps"
 run() {

@@ -10,7 +10,6 @@ BIN=$OMIG_BUILDDIR/benchmarks/load
 mpicc -O2 -o "$BIN" "$OMIG_SRCDIR/benchmarks/load.c"
 cluster_up 3
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # bench NP LOAD-ARGS... -> "mpirun_ms slowest_rank_ms"
 bench() {

@@ -88,5 +88,11 @@ job_ended() {
     fail "ranks of the ended job still hold their pids:$left"
 }
 
+# The median of the numbers on stdin, one per line.
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# Every value of "KEY":<number> in the JSON on stdin, one per line.
+json_nums() { grep -o "\"$1\":[0-9.]*" | cut -d: -f2; }
+
 # Random integer in [0, $1).
 rnd() { echo $(( RANDOM % $1 )); }

@@ -34,7 +34,7 @@ run_cycles() {
     wait "$pid" || { cat "$out"; fail "$label: job failed after $ok cycles"; }
     MPIRUN_PID=
     grep -q '^RESULT ok .*errors=0' "$out" || { cat "$out"; fail "$label: traffic not verified"; }
-    pass "$label: $ok quiesce/resume cycles, $(grep '^RESULT' "$out" | cut -d' ' -f2-4); quiesce ms median $(printf '%s\n' "${lat[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+    pass "$label: $ok quiesce/resume cycles, $(grep '^RESULT' "$out" | cut -d' ' -f2-4); quiesce ms median $(printf '%s\n' "${lat[@]}" | median)"
     rm -f "$out"
 }
 
