@@ -14,6 +14,7 @@
  *   schizo_migrate_rml.c    the ORTE RML messages between the two
  * Moving one rank (doc/design.md, "One migration"):
  *   schizo_migrate_move.c   mpirun: the coordinator of one move: phases, timeouts, rollback
+ *   schizo_migrate_lost.c   mpirun: a node that dies without ranks does not end the job
  *   schizo_migrate_detach.c the old node's daemon: inspect, leave, detach, dump + send, keep
  *                           the images until the move is committed, roll back
  *   schizo_migrate_adopt.c  the new node's daemon: image receiver, restore, adopt
@@ -83,6 +84,7 @@ void schizo_migrate_hnp_hello(orte_jobid_t job, orte_vpid_t vpid, pid_t pid);
 void schizo_migrate_hnp_gone(orte_jobid_t job, orte_vpid_t vpid);
 
 /* schizo_migrate_orted.c: the node's side (orteds, and mpirun for its own local ranks). */
+void schizo_migrate_daemon_start_soon(void);      /* schizo_migrate_module.c */
 int schizo_migrate_orted_start(void);
 void schizo_migrate_orted_stop(void);
 const char *schizo_migrate_orted_path(void);
@@ -155,6 +157,9 @@ void schizo_migrate_move_start(struct tool_conn *tool, const char *request);
 void schizo_migrate_move_reply(const struct schizo_migrate_msg *m);
 void schizo_migrate_move_tool_closed(struct tool_conn *tool);
 /* Is rank vpid being moved (ORTE_VPID_WILDCARD: is any)? */
+bool schizo_migrate_move_runs_on(orte_vpid_t daemon);
+void schizo_migrate_move_daemon_lost(orte_vpid_t daemon, const char *node);
+void schizo_migrate_lost_start(void);            /* schizo_migrate_lost.c */
 bool schizo_migrate_move_active(orte_vpid_t vpid);
 void schizo_migrate_move_stop(void);
 

@@ -613,6 +613,7 @@ static int restore_start(struct adoption *a)
     w->done = restore_done;
     snprintf(w->dir, sizeof(w->dir), "%s", a->dir);
     w->fail_restore = a->remote && schizo_migrate_fault("restore", a->proc->name.vpid);
+    w->die_restoring = a->remote && schizo_migrate_fault("die_restoring", a->proc->name.vpid);
     a->state = AD_RESTORING;
     if (restores.busy) {
         a->queued = true;
@@ -737,6 +738,7 @@ static int prepare_receiver(struct adoption *a, char *addr, size_t alen, uint16_
     w->done = recv_done;
     w->lfd = a->lfd;
     w->timeout_ms = mca_schizo_migrate_params.move_timeout * 1000;
+    w->die_receiving = schizo_migrate_fault("die_receiving", a->proc->name.vpid);
     snprintf(w->dir, sizeof(w->dir), "%s", a->dir);
     if (0 != schizo_migrate_image_start(w)) {
         snprintf(err, len, "prepare: %s", w->err);

@@ -38,7 +38,9 @@ static int schizo_migrate_register(void)
     mca_schizo_migrate_params.fail = NULL;
     (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "fail",
         "For tests only: make phases of a migration fail on purpose, as a comma-separated list "
-        "of PHASE:RANK (PHASE: dump, transfer, restore; e.g. \"restore:3\")",
+        "of PHASE:RANK (PHASE: dump, transfer, restore; die_receiving, die_restoring: the target "
+        "node's daemon dies while the image comes in, or when asked to restore it; e.g. "
+        "\"restore:3\")",
         MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
         &mca_schizo_migrate_params.fail);
     mca_schizo_migrate_params.plain = false;
@@ -100,6 +102,7 @@ static int schizo_migrate_query(mca_base_module_t **module, int *priority)
 {
     *priority = 0;
     *module = (mca_base_module_t *) &mca_schizo_migrate_module;
+    schizo_migrate_daemon_start_soon();
     return ORTE_SUCCESS;
 }
 

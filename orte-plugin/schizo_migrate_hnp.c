@@ -779,6 +779,7 @@ int schizo_migrate_hnp_start(void)
     }
     hnp.active = true;
     schizo_migrate_rml_start();
+    schizo_migrate_lost_start();
     if (0 != (rc = omig_ctl_job_path(hnp.path, sizeof(hnp.path), getpid())) ||
         (rc = omig_ctl_listen(hnp.path)) < 0) {
         SCHIZO_MIGRATE_ERROR("schizo:migrate: cannot create the control socket %s: %s; "

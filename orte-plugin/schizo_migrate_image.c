@@ -17,10 +17,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -272,8 +275,23 @@ static void do_sums(struct schizo_migrate_work *w)
     w->transfer_ms = elapsed_ms(t0);
 }
 
+/* Tests (schizo_migrate_fail die_*): the node dies, as far as the job can tell. */
+static void die(void)
+{
+    SCHIZO_MIGRATE_ERROR("schizo:migrate: %s dies on purpose (schizo_migrate_fail)",
+                         orte_process_info.nodename);
+    raise(SIGKILL);
+}
+
 static void do_recv(struct schizo_migrate_work *w)
 {
+    struct pollfd p = { .fd = w->lfd, .events = POLLIN };
+
+    if (w->die_receiving && poll(&p, 1, w->timeout_ms) > 0) {
+        (void) accept(w->lfd, NULL, NULL);
+        usleep(50000);                  /* the first bytes of the image are on their way */
+        die();
+    }
     w->rc = omig_xfer_recv(w->lfd, w->dir, w->timeout_ms, &w->st, w->err, sizeof(w->err));
 }
 
@@ -288,6 +306,9 @@ static void do_restore(struct schizo_migrate_work *w)
         .inherit_fds = w->inherit, .n_inherit_fds = w->n_inherit,
     };
 
+    if (w->die_restoring) {
+        die();
+    }
     if (w->fail_restore) {
         snprintf(w->err, sizeof(w->err), "failed on purpose (schizo_migrate_fail)");
         w->rc = -1;

@@ -57,6 +57,7 @@ struct schizo_migrate_work {
     struct omig_inherit_fd inherit[4];  /* RESTORE: new stdio and control link */
     size_t n_inherit;
     bool fail_dump, fail_transfer, fail_restore;    /* tests: schizo_migrate_fail */
+    bool die_receiving, die_restoring;              /* tests: this node dies then */
     /* outputs */
     int rc;                             /* 0 or -1 with err ("PHASE: why" for DUMP_SEND) */
     char err[1024];

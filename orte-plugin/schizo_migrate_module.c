@@ -2,15 +2,19 @@
  * schizo/migrate module. The side-car observes, it does not change how jobs are parsed or
  * launched. schizo modules get no init call in 4.1.4, so it activates on the first hook that
  * runs after orte_init in each daemon: parse_env in mpirun (job submission: the job's control
- * socket), setup_fork in an orted, or in mpirun when it launches ranks on its own node (the
- * node's control socket). setup_child tells each rank where its node's socket is.
+ * socket), setup_fork in mpirun when it launches ranks on its own node (the node's control
+ * socket). An orted starts its side-car from its event loop once orte_init is done, so that a
+ * node without ranks (a spare) can take some. setup_child tells each rank where its node's
+ * socket is.
  */
 #include "orte_config.h"
 
 #include <unistd.h>
 
+#include "opal/mca/event/event.h"
 #include "opal/util/opal_environ.h"
 #include "opal/util/output.h"
+#include "orte/runtime/runtime.h"
 #include "orte/util/proc_info.h"
 
 #include "schizo_migrate.h"
@@ -51,6 +55,34 @@ static int schizo_migrate_setup_fork(orte_job_t *jdata, orte_app_context_t *app)
         (void) schizo_migrate_orted_start();
     }
     return ORTE_ERR_TAKE_NEXT_OPTION;
+}
+
+static opal_event_t daemon_ev;
+
+static void daemon_start_cb(int fd, short flags, void *arg)
+{
+    struct timeval later = { .tv_usec = 10000 };
+
+    (void) fd; (void) flags; (void) arg;
+    if (!orte_initialized) {            /* RML and the daemon's name come at the end of it */
+        opal_event_evtimer_add(&daemon_ev, &later);
+        return;
+    }
+    schizo_migrate_activate();
+    (void) schizo_migrate_orted_start();
+}
+
+/* Called at component selection, inside orte_init, where nothing can be sent yet. */
+void schizo_migrate_daemon_start_soon(void)
+{
+    struct timeval now = { 0 };
+
+    if (!ORTE_PROC_IS_DAEMON || ORTE_PROC_IS_HNP) {
+        return;
+    }
+    /* orte_event_base is not set yet; it will be this very base. */
+    opal_event_evtimer_set(opal_sync_event_base, &daemon_ev, daemon_start_cb, NULL);
+    opal_event_evtimer_add(&daemon_ev, &now);
 }
 
 /* May run in an odls spawn thread (many local ranks): only reads the path set above. */

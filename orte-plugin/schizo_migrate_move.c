@@ -124,10 +124,10 @@ static orte_node_t *daemon_node(orte_vpid_t d)
     return p ? p->node : NULL;
 }
 
-/* A daemon's side-car starts when it launches a rank of the job: the daemons that hosted
- * ranks at launch (and those that adopted one since) can take part in a move. mpirun's own
- * node is left out: mpirun is no node daemon of this kind (not supported yet). */
-static void arm(orte_job_t *jdata)
+/* Every orted runs a side-car, a spare node without ranks too. mpirun's own node is left
+ * out: mpirun is no node daemon of this kind (not supported yet). A daemon that was lost is
+ * disarmed for good. */
+static void arm(void)
 {
     orte_job_t *daemons = orte_get_job_data_object(ORTE_PROC_MY_NAME->jobid);
     int n = daemons ? (int) daemons->num_procs : 0;
@@ -136,11 +136,9 @@ static void arm(orte_job_t *jdata)
         return;
     }
     mv.narmed = n;
-    for (orte_vpid_t v = 0; v < jdata->num_procs; v++) {
-        orte_proc_t *p = opal_pointer_array_get_item(jdata->procs, v);
-        if (NULL != p && p->parent > 0 && p->parent < (orte_vpid_t) n) {
-            mv.armed[p->parent] = true;
-        }
+    for (int d = 1; d < n; d++) {
+        orte_proc_t *p = opal_pointer_array_get_item(daemons->procs, d);
+        mv.armed[d] = NULL != p && ORTE_FLAG_TEST(p, ORTE_PROC_FLAG_ALIVE);
     }
 }
 
@@ -681,6 +679,49 @@ static void timeout_cb(int fd, short flags, void *arg)
     }
 }
 
+/* ------------------------------------------------------------------ a node that died */
+
+/* Would the loss of daemon d lose a moving rank? Resumed there, it is not in the map yet. */
+bool schizo_migrate_move_runs_on(orte_vpid_t d)
+{
+    for (int i = 0; NULL != mv.cur && i < mv.cur->n; i++) {
+        struct move *m = &mv.cur->moves[i];
+        if (!m->ended && m->to == d && SM_RESUME == m->awaiting) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Daemon d died with its node, which ran no rank: it takes none again, and a move to it gives
+ * up now rather than at its timeout. A source still dumping to it finds out itself (the
+ * transfer breaks) and puts the rank back. */
+void schizo_migrate_move_daemon_lost(orte_vpid_t d, const char *node)
+{
+    arm();
+    if (d < (orte_vpid_t) mv.narmed) {
+        mv.armed[d] = false;
+    }
+    for (int i = 0; NULL != mv.cur && i < mv.cur->n; i++) {
+        struct move *m = &mv.cur->moves[i];
+        char why[256];
+
+        if (m->ended || m->to != d) {
+            continue;
+        }
+        m->prepared = false;        /* nobody is left there to cancel */
+        snprintf(why, sizeof(why), "%s: node %s died (its daemon was lost)",
+                 phase_name(m->awaiting), node);
+        if (SM_INSPECT == m->awaiting || SM_PREPARE == m->awaiting) {
+            failed_at(m, OMIG_CTL_EFAIL, why);
+            ended(m);
+        } else if (SM_ADOPT == m->awaiting) {
+            failed_at(m, OMIG_CTL_EROLLBACK, why);
+            roll_back(m);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ validation */
 
 /* The job, if it runs (the tool got an error otherwise). */
@@ -697,7 +738,7 @@ static orte_job_t *running_job(struct tool_conn *tool, const char *to)
         refuse(tool, OMIG_CTL_EGONE, "?", to, "job %d is ending", (int) getpid());
         return NULL;
     }
-    arm(jdata);
+    arm();
     return jdata;
 }
 

@@ -12,6 +12,7 @@
  */
 #include "ompi_config.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,42 @@
 #include "crcp_migrate.h"
 
 static bool left = false;
+
+/* PMIx 4.2.2 creates a thread-specific key in every PMIx_Init and never deletes it (fixed
+ * upstream by openpmix#3938). A process has 1024 keys, so a rank could rejoin about a thousand
+ * times. glibc hands out the lowest free key: when a probe before our PMIx_Init and one after
+ * it differ by exactly one, PMIx took the first, and it is released after the next finalize. */
+static int pmix_key = -1;
+
+static int next_free_key(void)
+{
+    pthread_key_t k;
+
+    if (0 != pthread_key_create(&k, NULL)) {
+        return -1;
+    }
+    pthread_key_delete(k);
+    return (int) k;
+}
+
+static int pmix_init_counting_key(void)
+{
+    int before = next_free_key();
+    int rc = opal_pmix.init(NULL);
+
+    pmix_key = (OPAL_SUCCESS == rc && before >= 0 && next_free_key() == before + 1) ? before : -1;
+    return rc;
+}
+
+static void release_pmix_key(void)
+{
+    if (pmix_key >= 0) {
+        int rc = pthread_key_delete((pthread_key_t) pmix_key);  /* EINVAL: PMIx did already */
+        CRCP_MIGRATE_VERBOSE(20, "crcp:migrate: thread key %d of the last PMIx_Init %s",
+                             pmix_key, 0 == rc ? "released" : "was released by PMIx");
+        pmix_key = -1;
+    }
+}
 
 static void find_shared_memory(const char *btl, struct mca_btl_base_endpoint_t *ep, void *arg)
 {
@@ -65,6 +102,7 @@ int crcp_migrate_leave(char *err, size_t len)
         snprintf(err, len, "PMIx_Finalize failed (%d)", rc);
         return rc;
     }
+    release_pmix_key();
     left = true;
     CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d left %s (tcp %.3f ms, PMIx %.3f ms)",
                          crcp_migrate_state.me, opal_process_info.nodename, t1 - t0,
@@ -108,7 +146,7 @@ int crcp_migrate_rejoin(char *env, size_t envlen, char *addrs, size_t len, char 
     if (left) {
         apply_env(env, envlen);
         refresh_nodename();
-        if (OPAL_SUCCESS != (rc = opal_pmix.init(NULL))) {
+        if (OPAL_SUCCESS != (rc = pmix_init_counting_key())) {
             snprintf(err, errlen, "PMIx_Init on %s failed (%d)", opal_process_info.nodename, rc);
             return rc;
         }
