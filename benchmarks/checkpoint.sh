@@ -4,7 +4,8 @@
 # moves rank 2 node2 -> node1 and back (one migration), then checkpoints the job (6 ranks
 # dumped in parallel into a store on the shared /var/tmp, then checksummed). Medians of the
 # rounds: downtime (quiesce -> resumed), bytes written, and the rate at which the checkpoint
-# wrote them during its downtime; the ratio of the checkpoint's downtime to one migration's.
+# wrote them during its downtime; the ratio of the checkpoint's downtime to one migration's;
+# the share of pages the incremental checkpoints (all but the first) had to store.
 # usage: benchmarks/checkpoint.sh [rounds] [MiB]
 set -euo pipefail
 . "$(dirname "$0")/../test/lib.sh"
@@ -20,7 +21,7 @@ omig_mpirun_bg "$OUT" --mca crcp migrate --mca btl tcp,self -np 6 "$OMIG_BUILDDI
 wait_job_ready "$MPIRUN_PID" 6
 mig() { "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --json "$@"; }
 
-sdown=(); cdown=(); cbytes=(); cdump=()
+sdown=(); cdown=(); cbytes=(); cdump=(); cshare=()
 for r in $(seq "$ROUNDS"); do
     j=$(mig --rank 2 --to node1)
     sdown+=("$(echo "$j" | json_nums downtime_ms)")
@@ -29,6 +30,8 @@ for r in $(seq "$ROUNDS"); do
         fail "checkpoint failed: $j"
     cdown+=("$(echo "$j" | json_nums downtime_ms)"); cbytes+=("$(echo "$j" | json_nums bytes)")
     cdump+=("$(echo "$j" | json_nums dump_ms)")
+    [ "$r" -gt 1 ] && cshare+=("$(awk -v s="$(echo "$j" | json_nums stored_pages)" \
+        -v p="$(echo "$j" | json_nums pages)" 'BEGIN { printf "%.1f", 100 * s / p }')")
 done
 kill -USR1 "$MPIRUN_PID"
 wait "$MPIRUN_PID" || fail "the job failed: $(tail -5 "$OUT")"
@@ -41,4 +44,6 @@ printf '%-34s %14s %14s %12s\n' "" downtime_ms bytes MB/s
 printf '%-34s %14s %14s %12s\n' "one migration (1 rank)" "$sd" - -
 awk -v ck="$ck" -v b="$b" 'BEGIN {printf "%-34s %14s %14s %12.0f\n", "checkpoint (6 ranks, parallel)", ck, b, b / ck / 1000}'
 awk -v sd="$sd" -v ck="$ck" 'BEGIN {printf "%-34s %14.2f\n", "ratio checkpoint / migration", ck / sd}'
+[ "${#cshare[@]}" -gt 0 ] &&
+    echo "incremental checkpoints stored $(printf '%s\n' "${cshare[@]}" | median)% of the pages (median of rounds 2..$ROUNDS)"
 echo "(slowest rank's dump: $dd ms; $ROUNDS rounds, $MIB MiB ballast per rank, torture verified every message: RESULT ok)"

@@ -53,6 +53,7 @@ struct mca_schizo_migrate_params_t {
     int checkpoint_interval;    /* seconds between periodic checkpoints (0: none) */
     char *checkpoint_dir;       /* their store */
     int checkpoint_keep;        /* how many of them are kept */
+    int checkpoint_full_every;  /* every Nth checkpoint is whole, the others deltas (0: never) */
     char *restart;              /* mpirun restarts the job from this checkpoint */
 };
 extern struct mca_schizo_migrate_params_t mca_schizo_migrate_params;

@@ -47,6 +47,7 @@ struct checkpoint {
     bool stop, quiesced;
     int keep;                   /* checkpoints kept in the store (0: all) */
     char store[PATH_MAX - 32], dir[PATH_MAX];
+    char parent[64];            /* the checkpoint this one is a delta of, "" if whole */
     int seq, n, pending;
     uint32_t id;
     struct ckpt_rank *ranks;
@@ -62,6 +63,8 @@ static struct {
     uint32_t next_id;
     opal_event_t tick;          /* periodic checkpoints */
     bool ticking;
+    char last[PATH_MAX];        /* the job's newest complete checkpoint ... */
+    int chain;                  /* ... and how many in a row lead to it from a whole one */
 } ck;
 
 bool schizo_migrate_checkpoint_active(void)
@@ -132,9 +135,10 @@ static void manifest(struct checkpoint *c, orte_job_t *jdata, struct schizo_migr
         snprintf(criu, sizeof(criu), "?");
     }
     schizo_migrate_text_add(t, "# ompi-migrate checkpoint 1\n"
-                            "job=%u hnp_jobid=%u ranks=%d seq=%d time=%ld mpirun_pid=%d "
-                            "open_mpi=%d.%d.%d criu=%s app=%s\n", (unsigned) jdata->jobid,
-                            (unsigned) ORTE_PROC_MY_NAME->jobid, c->n, c->seq,
+                            "job=%u hnp_jobid=%u ranks=%d seq=%d parent=%s time=%ld "
+                            "mpirun_pid=%d open_mpi=%d.%d.%d criu=%s app=%s\n",
+                            (unsigned) jdata->jobid, (unsigned) ORTE_PROC_MY_NAME->jobid, c->n,
+                            c->seq, c->parent[0] ? c->parent : "-",
                             (long) time(NULL), (int) getpid(), OPAL_MAJOR_VERSION,
                             OPAL_MINOR_VERSION, OPAL_RELEASE_VERSION, criu,
                             NULL != app && NULL != app->app ? app->app : "?");
@@ -156,11 +160,14 @@ static void report(struct checkpoint *c, struct schizo_migrate_text *t)
 {
     schizo_migrate_text_add(t, "dir=%s seq=%d ranks=%d bytes=%.0f quiesce_ms=%.3f "
                             "leave_ms=%.3f dump_ms=%.3f rejoin_ms=%.3f snapshot_ms=%.3f "
-                            "sums_ms=%.3f downtime_ms=%.3f total_ms=%.3f stopped=%d\n", c->dir,
+                            "sums_ms=%.3f downtime_ms=%.3f total_ms=%.3f stopped=%d pages=%.0f "
+                            "stored_pages=%.0f parent=%s\n", c->dir,
                             c->seq, c->n, sum_of(c, "bytes"), c->quiesce_ms,
                             max_of(c, "leave_ms"), max_of(c, "dump_ms"),
                             max_of(c, "rejoin_ms"), c->snap_ms, max_of(c, "sums_ms"),
-                            c->downtime_ms, omig_ctl_now_ms() - c->t0, (int) c->stop);
+                            c->downtime_ms, omig_ctl_now_ms() - c->t0, (int) c->stop,
+                            sum_of(c, "pages"), sum_of(c, "stored_pages"),
+                            c->parent[0] ? c->parent : "-");
     for (int i = 0; i < c->n; i++) {
         schizo_migrate_text_add(t, "rank=%u node=%s %s\n", (unsigned) c->ranks[i].vpid,
                                 c->ranks[i].node, c->ranks[i].text);
@@ -178,6 +185,9 @@ static void finish(struct checkpoint *c)
         manifest(c, jdata, &t);
         if (0 != omig_store_commit(c->store, c->dir, t.s, c->keep, err, sizeof(err))) {
             fail(c, OMIG_CTL_EFAIL, "manifest: %s", err);
+        } else {
+            snprintf(ck.last, sizeof(ck.last), "%s", c->dir);
+            ck.chain = c->parent[0] ? ck.chain + 1 : 1;
         }
         free(t.s);
         t = (struct schizo_migrate_text) { 0 };
@@ -328,7 +338,8 @@ static void quiesced(void *arg, int32_t status, const char *text)
         struct schizo_migrate_msg m = { .step = SM_SNAPSHOT, .id = c->id,
                                         .job = schizo_migrate_hnp_job()->jobid,
                                         .vpid = c->ranks[i].vpid, .text = req };
-        snprintf(req, sizeof(req), "dir=%s/rank-%u", c->dir, (unsigned) c->ranks[i].vpid);
+        snprintf(req, sizeof(req), "dir=%s/rank-%u%s%s", c->dir, (unsigned) c->ranks[i].vpid,
+                 c->parent[0] ? " parent=" : "", c->parent);
         (void) schizo_migrate_rml_move(c->ranks[i].daemon, &m);  /* lost: the timeout says */
     }
     opal_event_evtimer_set(orte_event_base, &c->timer, snapshot_timeout, c);
@@ -399,7 +410,21 @@ static int validate(struct checkpoint *c)
     return OMIG_CTL_OK == c->status ? 0 : -1;
 }
 
-static void start(struct tool_conn *tool, const char *store, bool stop, int keep)
+/* A delta of the job's previous checkpoint when it is in the same store and the chain that
+ * leads to it is shorter than checkpoint_full_every. */
+static void choose_parent(struct checkpoint *c, bool full)
+{
+    size_t n = strlen(c->store);
+    int every = mca_schizo_migrate_params.checkpoint_full_every;
+
+    if (!full && '\0' != ck.last[0] && (every <= 0 || ck.chain < every) &&
+        0 == strncmp(ck.last, c->store, n) && '/' == ck.last[n] &&
+        NULL == strchr(ck.last + n + 1, '/')) {
+        snprintf(c->parent, sizeof(c->parent), "%s", ck.last + n + 1);
+    }
+}
+
+static void start(struct tool_conn *tool, const char *store, bool stop, int keep, bool full)
 {
     struct checkpoint *c = calloc(1, sizeof(*c));
 
@@ -424,14 +449,15 @@ static void start(struct tool_conn *tool, const char *store, bool stop, int keep
         return;
     }
     ck.cur = c;
-    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: checkpoint %d of %d ranks into %s", c->seq,
-                           c->n, c->dir);
+    choose_parent(c, full);
+    SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: checkpoint %d of %d ranks into %s%s%s", c->seq,
+                           c->n, c->dir, c->parent[0] ? ", a delta of " : "", c->parent);
     if (0 != schizo_migrate_hnp_request(OMIG_CTL_QUIESCE, NULL, 0, quiesced, c)) {
         quiesced(c, OMIG_CTL_EBUSY, "another request of the job is in flight");
     }
 }
 
-/* "dir=STORE stop=0|1" from the tool. */
+/* "dir=STORE stop=0|1 keep=K full=0|1" from the tool. */
 void schizo_migrate_checkpoint_start(struct tool_conn *tool, const char *request)
 {
     char store[PATH_MAX - 32] = "";
@@ -443,7 +469,8 @@ void schizo_migrate_checkpoint_start(struct tool_conn *tool, const char *request
         return;
     }
     start(tool, store, 0 != schizo_migrate_kv_num(request, "stop", 0),
-          (int) schizo_migrate_kv_num(request, "keep", 0));
+          (int) schizo_migrate_kv_num(request, "keep", 0),
+          0 != schizo_migrate_kv_num(request, "full", 0));
 }
 
 void schizo_migrate_checkpoint_tool_closed(struct tool_conn *tool)
@@ -460,7 +487,7 @@ static void tick(int fd, short flags, void *arg)
     (void) fd; (void) flags; (void) arg;
     ck.ticking = false;
     start(NULL, mca_schizo_migrate_params.checkpoint_dir, false,
-          mca_schizo_migrate_params.checkpoint_keep);
+          mca_schizo_migrate_params.checkpoint_keep, false);
 }
 
 static void tick_arm(int seconds)

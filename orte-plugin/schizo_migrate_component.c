@@ -67,6 +67,14 @@ static int schizo_migrate_register(void)
         "removed once a newer one is complete (0: keep all)", MCA_BASE_VAR_TYPE_INT, NULL, 0,
         0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
         &mca_schizo_migrate_params.checkpoint_keep);
+    mca_schizo_migrate_params.checkpoint_full_every = 8;
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "checkpoint_full_every", "A checkpoint after another one of the job in the same store "
+        "keeps only the pages that changed since (a delta, compared by content); every Nth in "
+        "a row keeps all of them, so that a restart reads at most N checkpoints (1: every "
+        "checkpoint whole; 0: only the first)", MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
+        OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,
+        &mca_schizo_migrate_params.checkpoint_full_every);
     mca_schizo_migrate_params.restart = NULL;
     (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
         "restart", "Set by `ompi-migrate restart`: the checkpoint directory this mpirun "

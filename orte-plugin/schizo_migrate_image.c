@@ -271,7 +271,11 @@ static void do_sums(struct schizo_migrate_work *w)
 {
     double t0 = omig_ctl_now_ms();
 
+    /* The sums are of CRIU's own files: a restart checks the pages it rebuilds against them. */
     w->rc = omig_sums_write(w->dir, &w->sums, w->err, sizeof(w->err));
+    if (0 == w->rc) {
+        w->rc = omig_delta_shrink(w->dir, w->parent, &w->delta, w->err, sizeof(w->err));
+    }
     w->transfer_ms = elapsed_ms(t0);
 }
 

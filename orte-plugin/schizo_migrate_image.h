@@ -15,6 +15,7 @@
 #include "orte/types.h"
 
 #include "omig_criu.h"
+#include "omig_delta.h"
 #include "omig_store.h"
 #include "omig_xfer.h"
 
@@ -53,6 +54,7 @@ struct schizo_migrate_work {
     char addr[64];                      /* DUMP_SEND: the receiver */
     uint16_t port;
     int lfd;                            /* RECV: listening socket */
+    char parent[64];                    /* SUMS: the previous checkpoint ("": store whole) */
     int timeout_ms;                     /* RECV: wait for the sender */
     struct omig_inherit_fd inherit[4];  /* RESTORE: new stdio and control link */
     size_t n_inherit;
@@ -63,6 +65,7 @@ struct schizo_migrate_work {
     char err[1024];
     bool dumped;                        /* DUMP_SEND: CRIU wrote the image (the rank is dead) */
     struct omig_sums sums;              /* SUMS: what the images hold */
+    struct omig_delta_stats delta;      /* SUMS: pages, and those stored */
     double dump_ms, transfer_ms, restore_ms;
     struct omig_xfer_stats st;
     volatile int finished;              /* set by the thread before the thread-shift: finalize,

@@ -1,14 +1,17 @@
 /*
- * A rank's daemon during a checkpoint: one rank's part of it (SM_SNAPSHOT "dir=DIR").
+ * A rank's daemon during a checkpoint: one rank's part of it (SM_SNAPSHOT "dir=DIR
+ * [parent=CKPT]").
  *
  *   leave   the rank closes its transports and leaves PMIx (as before a move), so that its
  *           images hold nothing tied to this node's runtime or to its peers' sockets
  *   dump    CRIU dumps it into DIR (0700) and lets it run on (--leave-running); its ttys and
  *           control link are external, as for a move: a restart plugs new ones in
  *   rejoin  it re-attaches here at once and listens anew; meanwhile a helper thread writes
- *           the checksums of its images (DIR/omig-sums)
+ *           the checksums of its images (DIR/omig-sums), and with a parent checkpoint keeps
+ *           only the pages that changed since (omig_delta.h)
  *   reply   "tcp=<its new addresses> leave_ms= dump_ms= sums_ms= rejoin_ms= bytes= files=
- *           digest=", or "PHASE: why" (with tcp= if it rejoined: its peers must still repair)
+ *           digest= pages= stored_pages=", or "PHASE: why" (with tcp= if it rejoined: its
+ *           peers must still repair)
  * The rank never stops being this daemon's child: ORTE keeps tracking it throughout.
  */
 #include "orte_config.h"
@@ -33,7 +36,7 @@ struct snapshot {
     struct snapshot *next;
     struct schizo_migrate_msg req;      /* to answer (text not kept) */
     orte_proc_t *proc;                  /* retained */
-    char dir[PATH_MAX];
+    char dir[PATH_MAX], parent[64];
     bool left, dumping, rejoining, summing;
     int threads;                        /* helper threads still holding the record */
     struct schizo_migrate_work dump, sums;
@@ -101,10 +104,12 @@ static void maybe_reply(struct snapshot *s)
                                (unsigned) s->proc->name.vpid, node_name(), s->failure);
     } else {
         snprintf(text, sizeof(text), "tcp=%s leave_ms=%.3f dump_ms=%.3f sums_ms=%.3f "
-                 "rejoin_ms=%.3f bytes=%llu files=%llu digest=%016llx pid=%d", s->tcp,
-                 s->leave_ms, d->dump_ms, w->transfer_ms, s->rejoin_ms,
-                 (unsigned long long) w->sums.bytes, (unsigned long long) w->sums.files,
-                 (unsigned long long) w->sums.digest, (int) s->proc->pid);
+                 "rejoin_ms=%.3f bytes=%llu files=%llu digest=%016llx pid=%d pages=%llu "
+                 "stored_pages=%llu", s->tcp, s->leave_ms, d->dump_ms, w->transfer_ms,
+                 s->rejoin_ms, (unsigned long long) w->sums.bytes,
+                 (unsigned long long) w->sums.files, (unsigned long long) w->sums.digest,
+                 (int) s->proc->pid, (unsigned long long) w->delta.pages,
+                 (unsigned long long) w->delta.stored);
     }
     schizo_migrate_rml_answer(&s->req, s->status, text);
     release(s);
@@ -147,6 +152,7 @@ static void rejoin_and_sum(struct snapshot *s)
         s->sums = (struct schizo_migrate_work) { .kind = SM_WORK_SUMS, .owner = s };
         s->sums.done = sums_done;
         snprintf(s->sums.dir, sizeof(s->sums.dir), "%s", s->dir);
+        snprintf(s->sums.parent, sizeof(s->sums.parent), "%s", s->parent);
         if (0 == schizo_migrate_image_start(&s->sums)) {
             s->threads++;
             s->summing = true;
@@ -277,6 +283,7 @@ static void on_snapshot(const struct schizo_migrate_msg *m)
         return;
     }
     (void) schizo_migrate_kv(m->text, "dir", dir, sizeof(dir));
+    (void) schizo_migrate_kv(m->text, "parent", s->parent, sizeof(s->parent));
     if (0 != make_dir(s, dir, err, sizeof(err))) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EFAIL, err);
         free(s);

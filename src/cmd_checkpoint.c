@@ -1,11 +1,14 @@
 /*
- * `ompi-migrate checkpoint [--job <mpirun pid>] --dir STORE [--stop] [--keep K] [--json]`
+ * `ompi-migrate checkpoint [--job <mpirun pid>] --dir STORE [--stop] [--keep K] [--full]
+ *                         [--json]`
  *
  * A coordinated checkpoint of the whole job into STORE/ckpt.N (STORE on a file system every
  * node sees): every channel drains, every rank is dumped on its own node at once and runs on;
  * the manifest is written last and STORE/latest then points at it. With --stop the job ends
  * right after (restart it with `ompi-migrate restart --dir STORE`). --keep K removes all but
- * the newest K checkpoints of the store. Exit status: 0 written; 1 refused or failed (the job
+ * the newest K checkpoints of the store (and those they are deltas of). A checkpoint after
+ * another one of the same job in the same store is incremental (only the pages that changed
+ * since), unless --full. Exit status: 0 written; 1 refused or failed (the job
  * runs on, nothing is kept); 2 usage.
  */
 #include "config.h"
@@ -27,22 +30,24 @@
 
 static const char *const report_keys[] = { "seq", "ranks", "bytes", "quiesce_ms", "leave_ms",
                                            "dump_ms", "rejoin_ms", "snapshot_ms", "sums_ms",
-                                           "downtime_ms", "total_ms", NULL };
+                                           "downtime_ms", "total_ms", "pages",
+                                           "stored_pages", "parent", NULL };
 
 struct ckpt_opts {
     pid_t job;
     char dir[PATH_MAX];
-    int stop, json, keep, timeout_s;
+    int stop, json, keep, full, timeout_s;
 };
 
 static int usage(FILE *out)
 {
     fprintf(out, "usage: ompi-migrate checkpoint [--job <mpirun pid>] --dir DIR [--stop] "
-                 "[--keep K] [--json] [--timeout SEC]\n"
+                 "[--keep K] [--full] [--json] [--timeout SEC]\n"
                  "  Checkpoint every rank of the job, consistently, into DIR/ckpt.N (DIR on a "
                  "file system\n  every node sees). The job goes on, or ends with --stop. "
-                 "--keep K: keep only the newest K\n  checkpoints in DIR. Restart with "
-                 "`ompi-migrate restart --dir DIR`.\n");
+                 "--keep K: keep only the newest K\n  checkpoints in DIR. After a "
+                 "checkpoint of the same job in DIR only the pages that\n  changed since "
+                 "are stored, unless --full. Restart with `ompi-migrate restart --dir DIR`.\n");
     return out == stdout ? 0 : 2;
 }
 
@@ -66,6 +71,7 @@ static int parse_args(int argc, char **argv, struct ckpt_opts *o)
         { "job", required_argument, NULL, 'j' }, { "dir", required_argument, NULL, 'd' },
         { "stop", no_argument, NULL, 's' }, { "keep", required_argument, NULL, 'k' },
         { "json", no_argument, NULL, 'J' }, { "timeout", required_argument, NULL, 'T' },
+        { "full", no_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' }, { NULL, 0, NULL, 0 } };
     long v;
     int c;
@@ -93,6 +99,7 @@ static int parse_args(int argc, char **argv, struct ckpt_opts *o)
             o->keep = (int) v;
             break;
         case 's': o->stop = 1; break;
+        case 'f': o->full = 1; break;
         case 'J': o->json = 1; break;
         case 'T':
             if (0 != omig_parse_timeout(optarg, &o->timeout_s)) {
@@ -129,9 +136,10 @@ static void print_json(const struct ckpt_opts *o, const char *report)
 
 static void print_text(const struct ckpt_opts *o, const char *report)
 {
-    char v[11][OMIG_FIELD_LEN];
+    char v[14][OMIG_FIELD_LEN];
     const char *keys[] = { "dir", "ranks", "bytes", "quiesce_ms", "leave_ms", "dump_ms",
-                           "rejoin_ms", "sums_ms", "downtime_ms", "total_ms", "snapshot_ms" };
+                           "rejoin_ms", "sums_ms", "downtime_ms", "total_ms", "snapshot_ms",
+                           "pages", "stored_pages", "parent" };
 
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         omig_field(report, keys[i], v[i]);
@@ -141,6 +149,10 @@ static void print_text(const struct ckpt_opts *o, const char *report)
     printf("  quiesce %s ms, leave %s ms, dump %s ms, rejoin %s ms (slowest rank; all ranks "
            "%s ms), checksums %s ms; downtime %s ms, total %s ms\n", v[3], v[4], v[5], v[6],
            v[10], v[7], v[8], v[9]);
+    if (strcmp(v[13], "-")) {
+        printf("  incremental: %s of %s pages stored, the others are in %s\n", v[12], v[11],
+               v[13]);
+    }
 }
 
 static void print_error(const struct ckpt_opts *o, int status, const char *msg)
@@ -170,7 +182,8 @@ int omig_cmd_checkpoint(int argc, char **argv)
         print_error(&o, OMIG_CTL_EGONE, err);
         return 1;
     }
-    snprintf(request, sizeof(request), "dir=%s stop=%d keep=%d", o.dir, o.stop, o.keep);
+    snprintf(request, sizeof(request), "dir=%s stop=%d keep=%d full=%d", o.dir, o.stop, o.keep,
+             o.full);
     n = omig_ctl_call(fd, OMIG_CTL_CHECKPOINT, request, strlen(request), &h, &reply,
                       o.timeout_s * 1000);
     close(fd);

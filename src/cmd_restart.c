@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "omig_cli.h"
+#include "omig_delta.h"
 #include "omig_log.h"
 #include "omig_store.h"
 
@@ -82,8 +83,9 @@ static int parse_args(int argc, char **argv, struct restart_opts *o)
     return 0;
 }
 
-/* Every rank's images are whole: their files match omig-sums, and omig-sums matches the
- * digest the manifest recorded. */
+/* Every rank's images are whole: the pages of an incremental checkpoint are rebuilt from its
+ * chain, then every file matches omig-sums (taken from CRIU's dump itself), and omig-sums
+ * matches the digest the manifest recorded. */
 static int verify(const char *ckpt, const char *manifest, int ranks)
 {
     char path[PATH_MAX], err[PATH_MAX + 256], rank[OMIG_FIELD_LEN], want[OMIG_FIELD_LEN];
@@ -96,6 +98,11 @@ static int verify(const char *ckpt, const char *manifest, int ranks)
         omig_field(line, "digest", want);
         free(line);
         snprintf(path, sizeof(path), "%s/rank-%s", ckpt, rank);
+        if (0 != omig_delta_expand(path, err, sizeof(err))) {
+            omig_err("rank %s cannot be restarted: its pages cannot be rebuilt from the "
+                     "checkpoints before it: %s", rank, err);
+            return -1;
+        }
         if (0 != omig_sums_verify(path, &s, err, sizeof(err))) {
             omig_err("rank %s cannot be restarted: %s", rank, err);
             return -1;

@@ -2,7 +2,9 @@
  * The checkpoint store on disk, shared by mpirun's side-car (which writes it) and the tool
  * (which restarts from it). A store is a directory every node sees (a shared file system):
  *
- *   STORE/ckpt.<N>/rank-<R>/   one rank's CRIU images, its omig-manifest and omig-sums
+ *   STORE/ckpt.<N>/rank-<R>/   one rank's CRIU images, its omig-manifest and omig-sums; in
+ *                              an incremental checkpoint its pages are a delta of those of
+ *                              the checkpoint the MANIFEST names as parent (omig_delta.h)
  *   STORE/ckpt.<N>/MANIFEST    the job: layout, versions, a digest of each rank's sums;
  *                              written last, so a checkpoint without it is incomplete
  *   STORE/latest -> ckpt.<N>   the newest complete checkpoint
@@ -35,7 +37,7 @@ int omig_store_next(const char *store, char *path, size_t len, int *seq, char *e
 /* The newest complete checkpoint before ckpt (that of STORE/latest), "" if none. */
 void omig_store_latest(const char *store, char *path, size_t len);
 /* Writes CKPT/MANIFEST (atomically, last), points STORE/latest at it and removes all but
- * the newest keep checkpoints (keep <= 0: all are kept). */
+ * the newest keep checkpoints and those they are deltas of (keep <= 0: all are kept). */
 int omig_store_commit(const char *store, const char *ckpt, const char *manifest, int keep,
                       char *err, size_t len);
 /* DIR is a checkpoint (holds a MANIFEST) or a store (its latest): the checkpoint's path. */

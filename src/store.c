@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,10 +265,28 @@ void omig_store_remove(const char *ckpt)
     remove_tree(AT_FDCWD, ckpt, 1);
 }
 
-/* Removes every checkpoint but the newest keep ones (incomplete ones older than those too). */
+/* The sequence number of the checkpoint STORE/ckpt.<seq> is a delta of, or -1. */
+static long parent_of(const char *store, long seq)
+{
+    char path[PATH_MAX], *m, *p;
+    long parent = -1;
+
+    snprintf(path, sizeof(path), "%s/" PREFIX "%ld", store, seq);
+    if (NULL != (m = omig_store_read_manifest(path))) {
+        if (NULL != (p = strstr(m, " parent=" PREFIX))) {
+            parent = strtol(p + strlen(" parent=" PREFIX), NULL, 10);
+        }
+        free(m);
+    }
+    return parent;
+}
+
+/* Removes every checkpoint but the newest keep ones and those they are deltas of (incomplete
+ * ones older than those too). */
 static void prune(const char *store, int keep)
 {
     long seqs[4096];
+    bool kept[4096] = { false };
     int n = 0;
     struct dirent *e;
     DIR *d = opendir(store);
@@ -290,7 +309,19 @@ static void prune(const char *store, int keep)
         for (int j = 0; j < n; j++) {
             newer += seqs[j] > seqs[i];
         }
-        if (newer >= keep) {
+        kept[i] = newer < keep;
+    }
+    for (int i = 0; i < n; i++) {     /* each kept one keeps its chain */
+        long cur = seqs[i];
+        for (long p = kept[i] ? parent_of(store, cur) : -1; p >= 0 && p < cur;
+             cur = p, p = parent_of(store, p)) {
+            for (int j = 0; j < n; j++) {
+                kept[j] |= seqs[j] == p;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!kept[i]) {
             snprintf(path, sizeof(path), "%s/" PREFIX "%ld", store, seqs[i]);
             omig_store_remove(path);
         }

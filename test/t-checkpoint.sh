@@ -3,7 +3,8 @@
 # (every message checked, a fixed number of rounds, so an undisturbed run's totals are the
 # expected result) as 6 ranks on 3 nodes;
 #   - checkpointed 3 times while it runs (the store keeps all three, 0700/0600, a manifest each,
-#     latest -> the third), killed, restarted from the latest on node2 + node3 only: it
+#     latest -> the third; the 2nd and 3rd incremental: only the pages that changed), killed,
+#     restarted from the latest on node2 + node3 only (its pages rebuilt from the chain): it
 #     finishes with every message verified and the undisturbed run's totals;
 #   - with periodic checkpoints on (every 2 s, the last 2 kept), node3's processes are killed
 #     mid-run: the job dies, and restarted from the last complete checkpoint on the surviving
@@ -11,7 +12,7 @@
 #   - `checkpoint --stop`, then restart: the same;
 #   - refused or failed without harm: a store that cannot be created, a job without the
 #     plugin, a migration during a checkpoint (or the reverse), a restart from a directory
-#     without a checkpoint, a restart from a damaged image.
+#     without a checkpoint, a restart from a damaged image or a damaged delta.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 TMPD=$(mktemp -d /var/tmp/omig-ckpt.XXXXXX)    # a path every node sees
@@ -46,6 +47,13 @@ grep -q '^job=.* ranks=6 ' "$TMPD/a/ckpt.3/MANIFEST" && [ "$(grep -c '^rank=' "$
     fail "bad manifest: $(cat "$TMPD/a/ckpt.3/MANIFEST")"
 pass "3 checkpoints of the running job ($(echo "$out" | grep -o '"bytes":[0-9]*' | cut -d: -f2) bytes," \
      "downtime $(echo "$out" | grep -o '"downtime_ms":[0-9.]*' | cut -d: -f2) ms), private, with manifests"
+num() { grep -o "\"$1\":[0-9]*" | cut -d: -f2; }
+stored=$(echo "$out" | num stored_pages); all=$(echo "$out" | num pages)
+echo "$out" | grep -q '"parent":"ckpt.2"' && [ "$stored" -lt "$all" ] ||
+    fail "checkpoint 3 is no delta of checkpoint 2: $out"
+[ "$(ls "$TMPD"/a/ckpt.3/rank-*/pages-*.img.delta | wc -l)" = 6 ] &&
+    ! ls "$TMPD"/a/ckpt.3/rank-*/pages-*.img >/dev/null 2>&1 || fail "ckpt.3 holds no deltas: $(ls "$TMPD"/a/ckpt.3/rank-1)"
+pass "checkpoints 2 and 3 incremental: the 3rd stored $stored of $all pages ($(du -sm "$TMPD/a/ckpt.3" | cut -f1) MB on disk against $(du -sm "$TMPD/a/ckpt.1" | cut -f1) MB for the 1st)"
 kill "$MPIRUN_PID"; job_ended
 omig_restart "$TMPD/a-restart.out" "$TMPD/a" --host node2:3,node3:3 ||
     fail "restart on node2 + node3 failed: $(tail -20 "$TMPD/a-restart.out")"
@@ -55,7 +63,8 @@ pass "killed, restarted from checkpoint 3 on node2 + node3: $(grep -o 'restored 
 # ---------------------------------------------------------------- periodic, a node dies
 omig_mpirun_bg "$TMPD/b.out" --mca crcp migrate --mca btl tcp,self \
     --mca schizo_migrate_checkpoint_interval 2 --mca schizo_migrate_checkpoint_dir "$TMPD/b" \
-    --mca schizo_migrate_checkpoint_keep 2 -np 6 "${TORTURE[@]}"
+    --mca schizo_migrate_checkpoint_keep 2 --mca schizo_migrate_checkpoint_full_every 2 \
+    -np 6 "${TORTURE[@]}"
 job_started 6
 for _ in $(seq 300); do
     [ "$(readlink "$TMPD/b/latest" 2>/dev/null)" \> ckpt.2 ] && break
@@ -64,8 +73,9 @@ for _ in $(seq 300); do
 done
 "$CLUSTER" kill-node node3 || fail "cannot kill node3's processes"
 job_ended
-[ "$(find "$TMPD/b" -maxdepth 1 -name 'ckpt.*' | wc -l)" -le 3 ] ||
-    fail "periodic checkpoints not pruned to 2 (+1 in progress): $(ls "$TMPD/b")"
+# 2 kept, the one a delta among them is of, and 1 in progress
+[ "$(find "$TMPD/b" -maxdepth 1 -name 'ckpt.*' | wc -l)" -le 4 ] ||
+    fail "periodic checkpoints not pruned to 2 (+ a parent, +1 in progress): $(ls "$TMPD/b")"
 latest=$(readlink "$TMPD/b/latest")
 omig_restart "$TMPD/b-restart.out" "$TMPD/b" --host node1:3,node2:3 ||
     fail "restart on node1 + node2 after node3 died failed: $(tail -20 "$TMPD/b-restart.out")"
@@ -105,6 +115,11 @@ MPIRUN_PID=
 same_result "the job that refused a checkpoint" "$TMPD/d.out"
 omig_restart "$TMPD/e.out" "$TMPD/damaged" && fail "a restart from a damaged image ran"
 grep -q "rank 4 cannot be restarted: .*damaged" "$TMPD/e.out" || fail "damaged image: unexpected message: $(cat "$TMPD/e.out")"
+cp -a "$TMPD/a" "$TMPD/damaged2"        # its ckpt.2 is a delta of ckpt.1
+f=$(ls "$TMPD"/damaged2/ckpt.2/rank-4/pages-*.img.delta)
+printf 'X' | dd of="$f" bs=1 seek=$(( $(stat -c %s "$f") - 100 )) conv=notrunc status=none
+omig_restart "$TMPD/e.out" "$TMPD/damaged2/ckpt.2" && fail "a restart from a damaged delta ran"
+grep -q "rank 4 cannot be restarted: .*damaged" "$TMPD/e.out" || fail "damaged delta: unexpected message: $(cat "$TMPD/e.out")"
 omig_restart "$TMPD/e.out" "$TMPD" && fail "a restart from a directory without checkpoint ran"
 grep -q "holds no complete checkpoint" "$TMPD/e.out" || fail "no checkpoint: unexpected message: $(cat "$TMPD/e.out")"
 omig_mpirun_bg "$TMPD/f.out" -np 2 sleep 30
@@ -112,4 +127,4 @@ sleep 2
 out=$(checkpoint --dir "$TMPD/f") && fail "a job without the plugin was checkpointed: $out"
 echo "$out" | grep -q "not started with --mca crcp migrate" || fail "no plugin: unexpected message: $out"
 kill "$MPIRUN_PID"; wait "$MPIRUN_PID" 2>/dev/null; MPIRUN_PID=
-pass "refused: an impossible store, a migration during a checkpoint (or the reverse), a damaged image, a directory without checkpoint, a job without the plugin"
+pass "refused: an impossible store, a migration during a checkpoint (or the reverse), a damaged image, a damaged delta, a directory without checkpoint, a job without the plugin"
