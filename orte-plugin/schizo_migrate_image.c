@@ -244,6 +244,7 @@ static void do_dump_send(struct schizo_migrate_work *w)
         return;
     }
     w->dumped = true;
+    schizo_migrate_local_pid_hold(w->pid);     /* for a restore here, should the move fail */
     if (w->fail_transfer) {
         snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
         return;

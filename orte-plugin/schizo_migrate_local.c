@@ -18,10 +18,12 @@
 #include "orte_config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "opal/mca/event/event.h"
 #include "orte/mca/odls/base/base.h"
@@ -261,9 +263,29 @@ int schizo_migrate_local_session_dumpable(pid_t pid)
     return visible;
 }
 
-/* The pid must be free here: CRIU gives the rank its pid back. The same process seen through
- * a PID namespace shared with the old node (the test cluster) is no conflict: it is gone once
- * dumped. */
+/* Linux hands pids out cyclically: a freed pid comes back only when the allocation cursor
+ * reaches it again, which on a busy node can happen in the second between a dump and a
+ * restore (seen: a rank lost when both its target and its rollback found its pid taken).
+ * Setting the cursor to the rank's pid, as CRIU does to pick a pid, keeps it from being handed
+ * out until the whole pid space has wrapped. Needs CAP_SYS_ADMIN; without it nothing changes. */
+void schizo_migrate_local_pid_hold(pid_t pid)
+{
+    char buf[16];
+    int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+    int n = snprintf(buf, sizeof(buf), "%d", (int) pid);
+
+    if (fd >= 0) {
+        if (write(fd, buf, (size_t) n) != n) {
+            SCHIZO_MIGRATE_VERBOSE(20, "schizo:migrate: cannot hold pid %d: %s", (int) pid,
+                                   strerror(errno));
+        }
+        close(fd);
+    }
+}
+
+/* The pid must be free here: CRIU gives the rank its pid back; it is held from now on. The
+ * same process seen through a PID namespace shared with the old node (the test cluster) is no
+ * conflict: it is gone once dumped. */
 int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *err, size_t len)
 {
     unsigned long long here;
@@ -271,6 +293,7 @@ int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *er
     FILE *f;
 
     if (0 != schizo_migrate_local_start_time(pid, &here) || here == start) {
+        schizo_migrate_local_pid_hold(pid);
         return 0;
     }
     snprintf(path, sizeof(path), "/proc/%d/comm", (int) pid);
