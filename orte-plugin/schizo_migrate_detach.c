@@ -489,7 +489,8 @@ static void on_inspect(const struct schizo_migrate_msg *m)
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, SCHIZO_MIGRATE_UNDUMPABLE_SESSION);
         return;
     }
-    snprintf(text, sizeof(text), "pid=%d start=%llu", (int) child->pid, start);
+    snprintf(text, sizeof(text), "pid=%d start=%llu top=%d", (int) child->pid, start,
+             (int) schizo_migrate_local_top_tid(child->pid));
     schizo_migrate_rml_answer(m, OMIG_CTL_OK, text);
 }
 
