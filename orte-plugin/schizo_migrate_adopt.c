@@ -708,7 +708,7 @@ static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc,
         snprintf(err, len, "prepare: %s or choose another node", why);
         return -1;
     }
-    return 0;
+    return schizo_migrate_image_criu_check("prepare", err, len);
 }
 
 static int prepare_receiver(struct adoption *a, char *addr, size_t alen, uint16_t *port,

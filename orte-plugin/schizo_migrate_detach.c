@@ -472,7 +472,7 @@ static void on_inspect(const struct schizo_migrate_msg *m)
 {
     orte_proc_t *child = schizo_migrate_local_child(m->job, m->vpid);
     unsigned long long start = 0;
-    char text[128];
+    char text[1200];
 
     if (NULL != find(m->job, m->vpid)) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EBUSY, "inspect: the rank is being moved");
@@ -487,6 +487,10 @@ static void on_inspect(const struct schizo_migrate_msg *m)
     }
     if (0 == schizo_migrate_local_session_dumpable(child->pid)) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, SCHIZO_MIGRATE_UNDUMPABLE_SESSION);
+        return;
+    }
+    if (0 != schizo_migrate_image_criu_check("inspect", text, sizeof(text))) {
+        schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, text);
         return;
     }
     snprintf(text, sizeof(text), "pid=%d start=%llu", (int) child->pid, start);

@@ -322,6 +322,17 @@ bool schizo_migrate_image_wait(struct schizo_migrate_work *w, int ms)
     return __atomic_load_n(&w->finished, __ATOMIC_ACQUIRE);
 }
 
+int schizo_migrate_image_criu_check(const char *phase, char *err, size_t len)
+{
+    char why[1024];
+
+    if (0 == omig_criu_usable(why, sizeof(why))) {
+        return 0;
+    }
+    snprintf(err, len, "%s: %s", phase, why);
+    return -1;
+}
+
 int schizo_migrate_image_start(struct schizo_migrate_work *w)
 {
     pthread_attr_t attr;

@@ -69,6 +69,9 @@ struct schizo_migrate_work {
 };
 
 int schizo_migrate_image_start(struct schizo_migrate_work *w);
+/* Before anything is frozen: is this node's CRIU there and new enough? 0, or -1 with
+ * "PHASE: why and the fix" in err. */
+int schizo_migrate_image_criu_check(const char *phase, char *err, size_t len);
 /* Finalize only (no event loop any more): wait up to ms for the helper thread's end. */
 bool schizo_migrate_image_wait(struct schizo_migrate_work *w, int ms);
 

@@ -272,6 +272,10 @@ static void on_snapshot(const struct schizo_migrate_msg *m)
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, SCHIZO_MIGRATE_UNDUMPABLE_SESSION);
         return;
     }
+    if (0 != schizo_migrate_image_criu_check("inspect", err, sizeof(err))) {
+        schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, err);
+        return;
+    }
     if (NULL == (s = calloc(1, sizeof(*s)))) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EFAIL, "inspect: out of memory");
         return;

@@ -8,12 +8,18 @@
 #     output reaches mpirun after rank 0 moved;
 #   - refused requests (unknown job, rank, node; the rank's own node; a job without the
 #     plugin) leave the job untouched;
+#   - a CRIU that is missing or too old (on the rank's node or on the target) is refused
+#     before anything is frozen, and so is a checkpoint; once the binary is fixed, the same
+#     job's rank moves;
 #   - a moved rank that is killed aborts the job like any rank death, naming its new node.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 ARGS=(--mca crcp migrate --mca btl tcp,self)
 TMPD=$(mktemp -d)
-trap 'cluster_cleanup; rm -rf "$TMPD"' EXIT
+STORE=$(mktemp -d /var/tmp/omig-migrate.XXXXXX)     # a checkpoint store every node sees
+FAKE=/tmp/omig-fake-criu                   # on each node, in its private /tmp
+on_nodes() { for n in node1 node2 node3; do "$CLUSTER" exec "$n" "$@"; done; }
+trap 'on_nodes rm -rf "$FAKE" 2>/dev/null; cluster_cleanup; rm -rf "$TMPD" "$STORE"' EXIT
 
 node_of() { "$OMPI_MIGRATE" status --job "$1" | awk -v r="$2" '$1 == r { print $2 }'; }
 json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
@@ -81,21 +87,47 @@ wait "$MPIRUN_PID" || fail "the job without the plugin failed: $(tail "$TMPD/pla
 MPIRUN_PID=
 pass "refused, job untouched and correct: unknown job, rank, node; the rank's own node; a job without the plugin"
 
-# ---------------------------------------------------------------- CRIU missing: roll back
-# The dump fails after the rank left the runtime: it rejoins on its own node, its peers
-# repair their endpoints to its new listener, and the job goes on.
-OMPI_MIGRATE_CRIU=/nonexistent/criu omig_mpirun_bg "$TMPD/nocriu.out" "${ARGS[@]}" -np 6 \
+# ---------------------------------------------------------------- CRIU missing or too old
+# The daemons of a move ask their CRIU's version when the move is prepared (the rank's at
+# INSPECT, the target's at PREPARE). OMPI_MIGRATE_CRIU names a path in each node's private
+# /tmp: a wrapper of the real CRIU on node1, a CRIU 3.17 on node2, nothing on node3.
+OLD_CRIU='[ "$1" = --version ] && echo "Version: 3.17" && exit 0; exit 1'
+REAL_CRIU="[ \"\$1\" = --version ] && echo >>$FAKE/asked
+exec ${OMPI_MIGRATE_CRIU:-$OMIG_SRCDIR/_deps/criu/sbin/criu} \"\$@\""   # counts the version checks
+fake_criu() {   # fake_criu NODE SCRIPT: $FAKE/criu on NODE runs SCRIPT (replaced, not rewritten)
+    printf '#!/bin/sh\n%s\n' "$2" | "$CLUSTER" exec "$1" sh -c "mkdir -p $FAKE &&
+        cat >$FAKE/criu.new && chmod +x $FAKE/criu.new && mv $FAKE/criu.new $FAKE/criu" ||
+        fail "cannot write $FAKE/criu on $1"
+}
+fake_criu node1 "$REAL_CRIU"
+fake_criu node2 "$OLD_CRIU"
+FIX="(run scripts/setup-criu.sh, or set OMPI_MIGRATE_CRIU)"
+OMPI_MIGRATE_CRIU=$FAKE/criu omig_mpirun_bg "$TMPD/criu.out" "${ARGS[@]}" -np 6 \
     "$MPI_BIN/torture" -d 600
 wait_job_ready "$MPIRUN_PID" 6
-refused "CRIU missing" "failed: dump: criu binary not found (set OMPI_MIGRATE_CRIU, or run scripts/setup-criu.sh); rank 2 continues on node2$" \
+refused "CRIU too old on the rank's node" "failed: inspect: CRIU 3.17 on node2 ($FAKE/criu) is too old: ompi-migrate needs CRIU >= 4.2 $FIX$" \
     --job "$MPIRUN_PID" --rank 2 --to node1
-[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] || fail "rank 2 left node2 although its move failed"
-sleep 1
+refused "CRIU too old on the target" "failed: prepare: CRIU 3.17 on node2 ($FAKE/criu) is too old" \
+    --job "$MPIRUN_PID" --rank 1 --to node2
+refused "CRIU missing on the target" "failed: prepare: no CRIU on node3: $FAKE/criu is not an executable file $FIX$" \
+    --job "$MPIRUN_PID" --rank 1 --to node3
+[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] && [ "$(node_of "$MPIRUN_PID" 1)" = node1 ] ||
+    fail "a refused move moved a rank: $("$OMPI_MIGRATE" status --job "$MPIRUN_PID")"
+out=$("$OMPI_MIGRATE" checkpoint --job "$MPIRUN_PID" --dir "$STORE" 2>&1) &&
+    fail "a checkpoint with CRIU 3.17 on node2 succeeded: $out"
+echo "$out" | grep -q "failed: rank 2 on node2: inspect: CRIU 3.17 on node2 ($FAKE/criu) is too old: .*; the job runs on, nothing was kept$" ||
+    fail "checkpoint with CRIU 3.17: unexpected message: $out"
+[ -z "$(ls -A "$STORE")" ] || fail "the refused checkpoint left $(ls -A "$STORE") in $STORE"
+fake_criu node2 "$REAL_CRIU"   # fixed under the running job: asked again, not refused from memory
+out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 2 --to node1 2>&1) ||
+    fail "the move after CRIU was fixed on node2 failed: $out"
+asked=$(on_nodes sh -c "cat $FAKE/asked 2>/dev/null | wc -l" | tr '\n' ' ')
+[ "$asked" = "1 1 0 " ] || fail "CRIU's version asked (node1 node2 node3): $asked, want 1 1 0 (once per binary found good)"
 kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after a rolled-back move: $(tail "$TMPD/nocriu.out")"
+wait "$MPIRUN_PID" || fail "the job failed after refused moves: $(tail "$TMPD/criu.out")"
 MPIRUN_PID=
-grep -q '^RESULT ok' "$TMPD/nocriu.out" || fail "traffic not verified after the rollback"
-pass "CRIU missing: the move is rolled back after the rank left, it rejoins on node2, every message verified"
+grep -q '^RESULT ok .*errors=0' "$TMPD/criu.out" || fail "traffic not verified after the refused moves"
+pass "CRIU 3.17 on the rank's node or the target, or none: moves refused before anything froze, a checkpoint refused; fixed, the rank moved; every message verified"
 
 # ---------------------------------------------------------------- a moved rank dies
 omig_mpirun_bg "$TMPD/kill.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
