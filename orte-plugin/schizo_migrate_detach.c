@@ -335,6 +335,7 @@ static int dump_prepare(struct migrant *mg)
 {
     struct schizo_migrate_manifest man = { .name = mg->proc->name, .pid = mg->pid };
     struct schizo_migrate_work *w = &mg->work;
+    char why[512];
     int rc;
 
     if (0 != (rc = schizo_migrate_image_dir(mg->dir, sizeof(mg->dir), &mg->proc->name, mg->id,
@@ -348,7 +349,7 @@ static int dump_prepare(struct migrant *mg)
     man.ctl_ino = mg->ctl_ino;
     if (0 != (rc = schizo_migrate_image_manifest_write(mg->dir, &man))) {
         snprintf(mg->failure, sizeof(mg->failure), "dump: cannot write %s/omig-manifest: %s",
-                 mg->dir, strerror(-rc));
+                 mg->dir, schizo_migrate_image_strerror(mg->dir, rc, why, sizeof(why)));
         return -1;
     }
     w->kind = SM_WORK_DUMP_SEND;

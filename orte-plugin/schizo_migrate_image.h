@@ -83,6 +83,9 @@ void schizo_migrate_image_remove(const char *dir);
 int schizo_migrate_image_stdio_probe(pid_t pid, struct schizo_migrate_stdio *io);
 int schizo_migrate_image_manifest_write(const char *dir,
                                         const struct schizo_migrate_manifest *m);
+/* strerror(-rc) of a write into dir; for ENOSPC (in buf) which file system, where, how full,
+ * and the fix. */
+const char *schizo_migrate_image_strerror(const char *dir, int rc, char *buf, size_t len);
 int schizo_migrate_image_manifest_read(const char *dir, struct schizo_migrate_manifest *m);
 
 #endif

@@ -182,13 +182,15 @@ static void dump_start(struct snapshot *s, unsigned long ctl_ino)
     struct schizo_migrate_manifest man = { .name = s->proc->name, .pid = s->proc->pid,
                                            .ctl_ino = ctl_ino };
     struct schizo_migrate_work *w = &s->dump;
+    char why[512];
     int rc;
 
     (void) schizo_migrate_local_start_time(man.pid, &man.start);
     if (0 != (rc = schizo_migrate_image_stdio_probe(man.pid, &man.io)) ||
         0 != (rc = schizo_migrate_image_manifest_write(s->dir, &man))) {
         fail(s, OMIG_CTL_EFAIL, "dump: cannot describe rank %u in %s: %s",
-             (unsigned) man.name.vpid, s->dir, strerror(-rc));
+             (unsigned) man.name.vpid, s->dir,
+             schizo_migrate_image_strerror(s->dir, rc, why, sizeof(why)));
         rejoin_and_sum(s);
         return;
     }

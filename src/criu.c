@@ -24,6 +24,7 @@
 
 #include "omig_criu.h"
 #include "omig_ctl.h"
+#include "omig_disk.h"
 #include "omig_log.h"
 
 #ifndef OMIG_CRIU_DEFAULT
@@ -390,6 +391,11 @@ int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len)
     }
     int rc = run_logged(&a, dir, "dump", "Dumping finished successfully", NULL, 0, err, len);
     make_images_private(dir);
+    /* A full disk may have kept CRIU from logging why: the file system says it then. */
+    if (rc && (omig_disk_full_error(err) || omig_disk_nearly_full(dir))) {
+        omig_disk_full_text(dir, err, len);
+        return -ENOSPC;
+    }
     return rc ? -1 : 0;
 }
 

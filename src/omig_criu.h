@@ -73,6 +73,7 @@ struct omig_restore_opts {
     int verbosity;
 };
 
+/* -ENOSPC when the image directory's file system is full (err says which, where, how full). */
 int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len);
 /* Returns the pid of the restored root task, or -1. */
 pid_t omig_criu_restore(const struct omig_restore_opts *o, char *err, size_t len);

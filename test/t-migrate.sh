@@ -11,15 +11,19 @@
 #   - a CRIU that is missing or too old (on the rank's node or on the target) is refused
 #     before anything is frozen, and so is a checkpoint; once the binary is fixed, the same
 #     job's rank moves;
+#   - a full disk (the image directory of the rank's node, then of the target) fails the move
+#     with a message naming it: rolled back, every message verified, no image file left;
 #   - a moved rank that is killed aborts the job like any rank death, naming its new node.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 ARGS=(--mca crcp migrate --mca btl tcp,self)
 TMPD=$(mktemp -d)
 STORE=$(mktemp -d /var/tmp/omig-migrate.XXXXXX)     # a checkpoint store every node sees
-FAKE=/tmp/omig-fake-criu                   # on each node, in its private /tmp
+IMAGES=/tmp/ompi-migrate-$(id -u)/images           # on each node, in its private /tmp
+FAKE=/tmp/omig-fake-criu                           # the same
 on_nodes() { for n in node1 node2 node3; do "$CLUSTER" exec "$n" "$@"; done; }
-trap 'on_nodes rm -rf "$FAKE" 2>/dev/null; cluster_cleanup; rm -rf "$TMPD" "$STORE"' EXIT
+unmount_images() { on_nodes sh -c "! mountpoint -q $IMAGES || umount -l $IMAGES"; }
+trap 'unmount_images 2>/dev/null; on_nodes rm -rf "$FAKE" 2>/dev/null; cluster_cleanup; rm -rf "$TMPD" "$STORE"' EXIT
 
 node_of() { "$OMPI_MIGRATE" status --job "$1" | awk -v r="$2" '$1 == r { print $2 }'; }
 json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
@@ -128,6 +132,41 @@ wait "$MPIRUN_PID" || fail "the job failed after refused moves: $(tail "$TMPD/cr
 MPIRUN_PID=
 grep -q '^RESULT ok .*errors=0' "$TMPD/criu.out" || fail "traffic not verified after the refused moves"
 pass "CRIU 3.17 on the rank's node or the target, or none: moves refused before anything froze, a checkpoint refused; fixed, the rank moved; every message verified"
+
+# ---------------------------------------------------------------- a full disk
+# A 2 MiB file system on the image directory of the rank's node: the dump fails and the rank
+# rejoins there; on the target's: the images cannot arrive, and the rank is restored on its
+# node from the images it kept.
+small_images() {
+    "$CLUSTER" exec "$1" mkdir -p "$IMAGES" &&
+        "$CLUSTER" exec "$1" mount -t tmpfs -o size=2m,mode=0700 tmpfs "$IMAGES" ||
+        fail "cannot mount a small file system on $IMAGES on $1"
+}
+no_images_left() {   # on any node, the small file system included
+    local left
+    left=$(on_nodes find "$IMAGES" -type f 2>/dev/null)
+    [ -z "$left" ] || fail "image files left behind after $1: $left"
+}
+FULL="no space left on device in $IMAGES on"
+omig_mpirun_bg "$TMPD/full.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600 -m 8
+wait_job_ready "$MPIRUN_PID" 6
+small_images node2
+refused "image directory full on the rank's node" "failed: dump: $FULL node2 ([0-9.]* of 2.0 MiB free): free space there (the rank's images need about [0-9]* MiB); rank 2 continues on node2$" \
+    --job "$MPIRUN_PID" --rank 2 --to node1
+no_images_left "a full disk on the rank's node"
+unmount_images
+small_images node3
+refused "image directory full on the target" "failed: transfer: receiver: $FULL node3 ([0-9.]* of 2.0 MiB free): free space there; rank 2 restored on node2 from its images" \
+    --job "$MPIRUN_PID" --rank 2 --to node3
+no_images_left "a full disk on the target"
+unmount_images
+[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] || fail "rank 2 left node2 although its moves failed"
+sleep 1
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job failed after moves that found a full disk: $(tail "$TMPD/full.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok .*errors=0' "$TMPD/full.out" || fail "traffic not verified after the full disks"
+pass "image directory full on the rank's node (dump) or the target (transfer): rolled back, rank 2 runs on node2, every message verified, no image left"
 
 # ---------------------------------------------------------------- a moved rank dies
 omig_mpirun_bg "$TMPD/kill.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
