@@ -710,7 +710,7 @@ static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc,
         return -1;
     }
     schizo_migrate_local_pid_hold((pid_t) schizo_migrate_kv_num(m->text, "top", 0));
-    return 0;
+    return schizo_migrate_image_criu_check("prepare", err, len);
 }
 
 static int prepare_receiver(struct adoption *a, char *addr, size_t alen, uint16_t *port,

@@ -335,6 +335,7 @@ static int dump_prepare(struct migrant *mg)
 {
     struct schizo_migrate_manifest man = { .name = mg->proc->name, .pid = mg->pid };
     struct schizo_migrate_work *w = &mg->work;
+    char why[512];
     int rc;
 
     if (0 != (rc = schizo_migrate_image_dir(mg->dir, sizeof(mg->dir), &mg->proc->name, mg->id,
@@ -348,7 +349,7 @@ static int dump_prepare(struct migrant *mg)
     man.ctl_ino = mg->ctl_ino;
     if (0 != (rc = schizo_migrate_image_manifest_write(mg->dir, &man))) {
         snprintf(mg->failure, sizeof(mg->failure), "dump: cannot write %s/omig-manifest: %s",
-                 mg->dir, strerror(-rc));
+                 mg->dir, schizo_migrate_image_strerror(mg->dir, rc, why, sizeof(why)));
         return -1;
     }
     w->kind = SM_WORK_DUMP_SEND;
@@ -472,7 +473,7 @@ static void on_inspect(const struct schizo_migrate_msg *m)
 {
     orte_proc_t *child = schizo_migrate_local_child(m->job, m->vpid);
     unsigned long long start = 0;
-    char text[128];
+    char text[1200];
 
     if (NULL != find(m->job, m->vpid)) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EBUSY, "inspect: the rank is being moved");
@@ -487,6 +488,10 @@ static void on_inspect(const struct schizo_migrate_msg *m)
     }
     if (0 == schizo_migrate_local_session_dumpable(child->pid)) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, SCHIZO_MIGRATE_UNDUMPABLE_SESSION);
+        return;
+    }
+    if (0 != schizo_migrate_image_criu_check("inspect", text, sizeof(text))) {
+        schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, text);
         return;
     }
     snprintf(text, sizeof(text), "pid=%d start=%llu top=%d", (int) child->pid, start,

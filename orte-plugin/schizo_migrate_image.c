@@ -35,6 +35,7 @@
 #include "orte/util/threads.h"
 
 #include "omig_criu.h"
+#include "omig_disk.h"
 #include "omig_xfer.h"
 #include "schizo_migrate.h"
 #include "schizo_migrate_image.h"
@@ -154,7 +155,7 @@ int schizo_migrate_image_manifest_write(const char *dir, const struct schizo_mig
             (unsigned) m->name.vpid, (int) m->pid, m->start, orte_process_info.nodename,
             m->io.key[0][0] ? m->io.key[0] : "-", m->io.key[1][0] ? m->io.key[1] : "-",
             m->io.key[2][0] ? m->io.key[2] : "-", m->ctl_ino);
-    return 0 == fclose(f) ? 0 : -EIO;
+    return 0 == fclose(f) ? 0 : -errno;       /* ENOSPC shows here, when it is flushed */
 }
 
 int schizo_migrate_image_manifest_read(const char *dir, struct schizo_migrate_manifest *m)
@@ -199,13 +200,41 @@ static void back_in_event_thread(int fd, short flags, void *arg)
     w->done(w);
 }
 
+/* What a dump of pid writes, roughly: its anonymous resident memory (RssAnon), in MiB. */
+static double anon_mib(pid_t pid)
+{
+    char path[64], line[128];
+    double kib = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int) pid);
+    if (NULL == (f = fopen(path, "re"))) {
+        return 0;
+    }
+    while (NULL != fgets(line, sizeof(line), f) && 1 != sscanf(line, "RssAnon: %lf", &kib)) {
+    }
+    fclose(f);
+    return kib / 1024;
+}
+
+/* "dump: why"; for a full disk also how much room the rank needs. */
+static void dump_error(struct schizo_migrate_work *w, int rc, const char *why)
+{
+    if (-ENOSPC == rc) {
+        snprintf(w->err, sizeof(w->err), "dump: %s (the rank's images need about %.0f MiB)",
+                 why, anon_mib(w->pid));
+    } else {
+        snprintf(w->err, sizeof(w->err), "dump: %s", why);
+    }
+}
+
 /* CRIU dumps the rank into w->dir; its ttys and control link are external (the restoring
  * daemon plugs new ones in). 0, or -1 with w->err. */
 static int dump(struct schizo_migrate_work *w, bool leave_running)
 {
     const char *external[5] = { NULL };
-    char why[sizeof(w->err) - 16], ctl[32];
-    int n = 0;
+    char why[sizeof(w->err) - 80], ctl[32];
+    int n = 0, rc;
     double t0 = omig_ctl_now_ms();
 
     for (int fd = 0; fd < 3; fd++) {
@@ -225,8 +254,8 @@ static int dump(struct schizo_migrate_work *w, bool leave_running)
         snprintf(w->err, sizeof(w->err), "dump: failed on purpose (schizo_migrate_fail)");
         return -1;
     }
-    if (0 != omig_criu_dump(&d, why, sizeof(why))) {
-        snprintf(w->err, sizeof(w->err), "dump: %s", why);
+    if (0 != (rc = omig_criu_dump(&d, why, sizeof(why)))) {
+        dump_error(w, rc, why);
         return -1;
     }
     w->dump_ms = elapsed_ms(t0);
@@ -347,6 +376,26 @@ bool schizo_migrate_image_wait(struct schizo_migrate_work *w, int ms)
         usleep(10000);
     }
     return __atomic_load_n(&w->finished, __ATOMIC_ACQUIRE);
+}
+
+const char *schizo_migrate_image_strerror(const char *dir, int rc, char *buf, size_t len)
+{
+    if (-ENOSPC != rc) {
+        return strerror(-rc);
+    }
+    omig_disk_full_text(dir, buf, len);
+    return buf;
+}
+
+int schizo_migrate_image_criu_check(const char *phase, char *err, size_t len)
+{
+    char why[1024];
+
+    if (0 == omig_criu_usable(why, sizeof(why))) {
+        return 0;
+    }
+    snprintf(err, len, "%s: %s", phase, why);
+    return -1;
 }
 
 int schizo_migrate_image_start(struct schizo_migrate_work *w)

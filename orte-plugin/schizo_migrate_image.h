@@ -73,6 +73,9 @@ struct schizo_migrate_work {
 };
 
 int schizo_migrate_image_start(struct schizo_migrate_work *w);
+/* Before anything is frozen: is this node's CRIU there and new enough? 0, or -1 with
+ * "PHASE: why and the fix" in err. */
+int schizo_migrate_image_criu_check(const char *phase, char *err, size_t len);
 /* Finalize only (no event loop any more): wait up to ms for the helper thread's end. */
 bool schizo_migrate_image_wait(struct schizo_migrate_work *w, int ms);
 
@@ -84,6 +87,9 @@ void schizo_migrate_image_remove(const char *dir);
 int schizo_migrate_image_stdio_probe(pid_t pid, struct schizo_migrate_stdio *io);
 int schizo_migrate_image_manifest_write(const char *dir,
                                         const struct schizo_migrate_manifest *m);
+/* strerror(-rc) of a write into dir; for ENOSPC (in buf) which file system, where, how full,
+ * and the fix. */
+const char *schizo_migrate_image_strerror(const char *dir, int rc, char *buf, size_t len);
 int schizo_migrate_image_manifest_read(const char *dir, struct schizo_migrate_manifest *m);
 
 #endif

@@ -188,13 +188,15 @@ static void dump_start(struct snapshot *s, unsigned long ctl_ino)
     struct schizo_migrate_manifest man = { .name = s->proc->name, .pid = s->proc->pid,
                                            .ctl_ino = ctl_ino };
     struct schizo_migrate_work *w = &s->dump;
+    char why[512];
     int rc;
 
     (void) schizo_migrate_local_start_time(man.pid, &man.start);
     if (0 != (rc = schizo_migrate_image_stdio_probe(man.pid, &man.io)) ||
         0 != (rc = schizo_migrate_image_manifest_write(s->dir, &man))) {
         fail(s, OMIG_CTL_EFAIL, "dump: cannot describe rank %u in %s: %s",
-             (unsigned) man.name.vpid, s->dir, strerror(-rc));
+             (unsigned) man.name.vpid, s->dir,
+             schizo_migrate_image_strerror(s->dir, rc, why, sizeof(why)));
         rejoin_and_sum(s);
         return;
     }
@@ -276,6 +278,10 @@ static void on_snapshot(const struct schizo_migrate_msg *m)
     }
     if (0 == schizo_migrate_local_session_dumpable(child->pid)) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, SCHIZO_MIGRATE_UNDUMPABLE_SESSION);
+        return;
+    }
+    if (0 != schizo_migrate_image_criu_check("inspect", err, sizeof(err))) {
+        schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, err);
         return;
     }
     if (NULL == (s = calloc(1, sizeof(*s)))) {

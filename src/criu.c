@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #include "omig_criu.h"
+#include "omig_ctl.h"
+#include "omig_disk.h"
 #include "omig_log.h"
 
 #ifndef OMIG_CRIU_DEFAULT
@@ -72,15 +74,21 @@ static int usable(const char *cand, char *out, size_t len)
     return 0 == find_on_path(cand, out, len);
 }
 
+/* The binary chosen by omig_criu_set_binary or OMPI_MIGRATE_CRIU; NULL: the default. */
+static const char *criu_chosen(void)
+{
+    const char *env = getenv("OMPI_MIGRATE_CRIU");
+
+    return criu_explicit[0] ? criu_explicit : env && env[0] ? env : NULL;
+}
+
 const char *omig_criu_binary(void)
 {
+    const char *chosen = criu_chosen();
+
     /* An explicit choice is never silently replaced by another binary. */
-    if (criu_explicit[0]) {
-        return usable(criu_explicit, criu_resolved, sizeof(criu_resolved)) ? criu_resolved : NULL;
-    }
-    const char *env = getenv("OMPI_MIGRATE_CRIU");
-    if (env && env[0]) {
-        return usable(env, criu_resolved, sizeof(criu_resolved)) ? criu_resolved : NULL;
+    if (chosen) {
+        return usable(chosen, criu_resolved, sizeof(criu_resolved)) ? criu_resolved : NULL;
     }
     if (usable(OMIG_CRIU_DEFAULT, criu_resolved, sizeof(criu_resolved)) ||
         usable("criu", criu_resolved, sizeof(criu_resolved))) {
@@ -290,7 +298,7 @@ static int args_start(struct args *a, const char *action, char *err, size_t len)
 
     memset(a, 0, sizeof(*a));
     if (NULL == bin) {
-        snprintf(err, len, "criu binary not found (set OMPI_MIGRATE_CRIU, or run scripts/setup-criu.sh)");
+        snprintf(err, len, "criu binary not found (" OMIG_CRIU_FIX ")");
         return -1;
     }
     argf(a, "%s", bin);
@@ -383,6 +391,11 @@ int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len)
     }
     int rc = run_logged(&a, dir, "dump", "Dumping finished successfully", NULL, 0, err, len);
     make_images_private(dir);
+    /* A full disk may have kept CRIU from logging why: the file system says it then. */
+    if (rc && (omig_disk_full_error(err) || omig_disk_nearly_full(dir))) {
+        omig_disk_full_text(dir, err, len);
+        return -ENOSPC;
+    }
     return rc ? -1 : 0;
 }
 
@@ -586,4 +599,69 @@ int omig_criu_version_ok(const char *version)
     }
     return major > OMIG_CRIU_MIN_MAJOR ||
            (major == OMIG_CRIU_MIN_MAJOR && minor >= OMIG_CRIU_MIN_MINOR);
+}
+
+/* The binary last found usable: asking it again would fork criu on every move. */
+static struct {
+    char path[PATH_MAX];
+    dev_t dev;
+    ino_t ino;
+    struct timespec mtime;
+} criu_good;
+
+static int known_good(const char *bin, const struct stat *sb)
+{
+    return 0 == strcmp(bin, criu_good.path) && sb->st_dev == criu_good.dev &&
+           sb->st_ino == criu_good.ino && sb->st_mtim.tv_sec == criu_good.mtime.tv_sec &&
+           sb->st_mtim.tv_nsec == criu_good.mtime.tv_nsec;
+}
+
+/* 0 if bin's version is new enough, else -1 with why. */
+static int version_usable(const char *bin, const char *node, char *err, size_t len)
+{
+    char version[64], why[256];
+
+    if (0 != omig_criu_version(version, sizeof(version), why, sizeof(why))) {
+        snprintf(err, len, "cannot tell the version of CRIU on %s (%s: %s): ompi-migrate needs "
+                 "CRIU >= %d.%d (" OMIG_CRIU_FIX ")", node, bin, why, OMIG_CRIU_MIN_MAJOR,
+                 OMIG_CRIU_MIN_MINOR);
+        return -1;
+    }
+    if (!omig_criu_version_ok(version)) {
+        snprintf(err, len, "CRIU %s on %s (%s) is too old: ompi-migrate needs CRIU >= %d.%d ("
+                 OMIG_CRIU_FIX ")", version, node, bin, OMIG_CRIU_MIN_MAJOR,
+                 OMIG_CRIU_MIN_MINOR);
+        return -1;
+    }
+    return 0;
+}
+
+int omig_criu_usable(char *err, size_t len)
+{
+    const char *found = omig_criu_binary(), *chosen = criu_chosen();
+    char bin[PATH_MAX], node[128];
+    struct stat sb;
+
+    omig_ctl_node(node, sizeof(node));
+    if (NULL == found) {
+        snprintf(err, len, "no CRIU on %s: %s%s (" OMIG_CRIU_FIX ")", node,
+                 chosen ? chosen : OMIG_CRIU_DEFAULT,
+                 chosen ? " is not an executable file" : " is missing and no criu is on PATH");
+        return -1;
+    }
+    snprintf(bin, sizeof(bin), "%s", found);
+    int statted = 0 == stat(bin, &sb);
+    if (statted && known_good(bin, &sb)) {
+        return 0;
+    }
+    if (0 != version_usable(bin, node, err, len)) {
+        return -1;
+    }
+    if (statted) {
+        snprintf(criu_good.path, sizeof(criu_good.path), "%s", bin);
+        criu_good.dev = sb.st_dev;
+        criu_good.ino = sb.st_ino;
+        criu_good.mtime = sb.st_mtim;
+    }
+    return 0;
 }

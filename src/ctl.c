@@ -40,6 +40,17 @@ double omig_ctl_now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+void omig_ctl_node(char *buf, size_t len)
+{
+    if (0 != gethostname(buf, len) || '\0' == buf[0]) {
+        snprintf(buf, len, "this node");
+    }
+    buf[len - 1] = '\0';
+    if (buf[strspn(buf, "0123456789.")]) {        /* an IPv4 address stays whole */
+        buf[strcspn(buf, ".")] = '\0';
+    }
+}
+
 /* Remaining milliseconds until deadline for poll(); -1 (forever) if there is no deadline. */
 static int remaining_ms(double deadline)
 {

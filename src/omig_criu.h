@@ -26,6 +26,12 @@ const char *omig_criu_binary(void);
 int omig_criu_version(char *version, size_t vlen, char *err, size_t len);
 /* 1 if version string a.b[.c] is >= OMIG_CRIU_MIN_MAJOR.OMIG_CRIU_MIN_MINOR. */
 int omig_criu_version_ok(const char *version);
+/* What to do about a missing or unusable criu binary. */
+#define OMIG_CRIU_FIX "run scripts/setup-criu.sh, or set OMPI_MIGRATE_CRIU"
+/* Is there a criu binary, and is it new enough? 0, or -1 with err naming the version, node
+ * (this host's name) and binary and the fix. Asking forks criu: a binary found good is not asked
+ * again while its path, inode and modification time stay the same. */
+int omig_criu_usable(char *err, size_t len);
 /* `criu check`: everything CRIU needs from the kernel for a plain dump/restore. */
 int omig_criu_check(char *err, size_t len);
 /* `criu check --feature NAME` (e.g. "network_lock_nftables", "uffd-noncoop"). */
@@ -67,6 +73,7 @@ struct omig_restore_opts {
     int verbosity;
 };
 
+/* -ENOSPC when the image directory's file system is full (err says which, where, how full). */
 int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len);
 /* Returns the pid of the restored root task, or -1. */
 pid_t omig_criu_restore(const struct omig_restore_opts *o, char *err, size_t len);

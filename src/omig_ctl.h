@@ -152,4 +152,7 @@ void omig_ctl_json_value(FILE *f, const char *v);
 /* Milliseconds on the monotonic clock, for deadlines and latency figures. */
 double omig_ctl_now_ms(void);
 
+/* This node's name for messages, as ORTE names it: the host name up to its first dot. */
+void omig_ctl_node(char *buf, size_t len);
+
 #endif

@@ -25,7 +25,8 @@ struct omig_xfer_stats {
 int omig_xfer_listen(const char *addr, uint16_t port, uint16_t *bound_port, char *err, size_t len);
 
 /* Accept one sender on LISTEN_FD (waiting at most timeout_ms, <= 0: forever), receive its
- * directory into DIR (created 0700; existing files of the same name are replaced). */
+ * directory into DIR (created 0700; existing files of the same name are replaced). A full
+ * disk is said as omig_disk_full_text does, to the sender too. */
 int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_xfer_stats *st,
                    char *err, size_t len);
 

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "omig_disk.h"
 #include "omig_log.h"
 #include "omig_xfer.h"
 
@@ -374,9 +375,10 @@ static int recv_data(int sock, int fd, uint64_t size, char *buf, const char *nam
     return 0;
 }
 
-/* One file: header already read. Files are 0600 whatever the sender's mode: images hold a
- * process's memory. */
-static int recv_file(int sock, int dirfd, const struct file_hdr *h, char *buf, char *err, size_t len)
+/* One file (DIR, open as dirfd): header already read. Files are 0600 whatever the sender's
+ * mode: images hold a process's memory. */
+static int recv_file(int sock, const char *dir, int dirfd, const struct file_hdr *h, char *buf,
+                     char *err, size_t len)
 {
     char name[NAME_MAX_LEN + 1];
 
@@ -399,13 +401,17 @@ static int recv_file(int sock, int dirfd, const struct file_hdr *h, char *buf, c
     }
     int rc = recv_data(sock, fd, h->size, buf, name, err, len);
     close(fd);
+    if (rc && omig_disk_full_error(err)) {
+        omig_disk_full_text(dir, err, len);     /* while the failed file still takes its room */
+    }
     if (rc) {
         unlinkat(dirfd, name, 0);      /* a damaged image must not be restored by mistake */
     }
     return rc;
 }
 
-static int recv_dir(int sock, int dirfd, struct omig_xfer_stats *st, char *err, size_t len)
+static int recv_dir(int sock, const char *dir, int dirfd, struct omig_xfer_stats *st, char *err,
+                    size_t len)
 {
     char magic[8];
     struct file_hdr h;
@@ -427,7 +433,7 @@ static int recv_dir(int sock, int dirfd, struct omig_xfer_stats *st, char *err, 
                 rc = -1;
             }
             break;
-        } else if (0 == (rc = recv_file(sock, dirfd, &h, buf, err, len))) {
+        } else if (0 == (rc = recv_file(sock, dir, dirfd, &h, buf, err, len))) {
             st->files++;
             st->bytes += h.size;
         }
@@ -501,7 +507,7 @@ int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_x
     }
     double t0 = now();
     tune_socket(sock);
-    int rc = recv_dir(sock, dirfd, st, err, len);
+    int rc = recv_dir(sock, dir, dirfd, st, err, len);
     send_verdict(sock, rc, err);
     st->seconds = now() - t0;
     close(sock);

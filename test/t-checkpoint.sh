@@ -10,16 +10,34 @@
 #     mid-run: the job dies, and restarted from the last complete checkpoint on the surviving
 #     node1 + node2 it finishes correctly;
 #   - `checkpoint --stop`, then restart: the same;
-#   - refused or failed without harm: a store that cannot be created, a job without the
-#     plugin, a migration during a checkpoint (or the reverse), a restart from a directory
-#     without a checkpoint, a restart from a damaged image or a damaged delta.
+#   - refused or failed without harm: a store that cannot be created, a store that fills up
+#     (the failed checkpoint is removed, latest stays), a job without the plugin, a migration
+#     during a checkpoint (or the reverse), a restart from a directory without a checkpoint, a
+#     restart from a damaged image or a damaged delta.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 TMPD=$(mktemp -d /var/tmp/omig-ckpt.XXXXXX)    # a path every node sees
-trap 'cluster_cleanup; rm -rf "$TMPD"' EXIT
+SMALL=$TMPD/small                               # a store on a file system of its own
+LOOP=
+trap 'small_store_down; cluster_cleanup; rm -rf "$TMPD"' EXIT
 ROUNDS=1500
 TORTURE=("$MPI_BIN/torture" -i "$ROUNDS" -m 8)
 
+# A file system of its own for a store that can fill up: a loop device mounted here and in
+# every node, since mounts made on the host do not propagate into the nodes. Made before a job
+# starts: its mpirun sees the mounts of that moment.
+small_store() {
+    truncate -s 512M "$TMPD/small.img" && mkfs.ext4 -q -m 0 "$TMPD/small.img" &&
+        LOOP=$(losetup -f --show "$TMPD/small.img") && mkdir "$SMALL" && mount "$LOOP" "$SMALL" &&
+        for n in node1 node2 node3; do "$CLUSTER" exec "$n" mount "$LOOP" "$SMALL" || return 1; done
+}
+small_store_down() {
+    [ -n "$LOOP" ] || return 0
+    for n in node1 node2 node3; do "$CLUSTER" exec "$n" umount "$SMALL" 2>/dev/null; done
+    umount "$SMALL" 2>/dev/null
+    losetup -d "$LOOP"
+    LOOP=
+}
 totals() { grep -o '^RESULT ok msgs=[0-9]* colls=[0-9]*' "$1"; }
 checkpoint() { "$OMPI_MIGRATE" checkpoint --job "$MPIRUN_PID" "$@" 2>&1; }
 same_result() { # same_result WHAT OUT: the run ended as the undisturbed one did
@@ -94,11 +112,22 @@ same_result "restart after --stop" "$TMPD/c-restart.out"
 pass "checkpoint --stop ended the job; restarted, it finished: $expect"
 
 # ---------------------------------------------------------------- refused, failed without harm
+small_store || fail "cannot make a small store on a loop device"
 omig_mpirun_bg "$TMPD/d.out" --mca crcp migrate --mca btl tcp,self -np 6 "${TORTURE[@]}"
 job_started 6
 out=$(checkpoint --dir /proc/omig-no-such-store) && fail "a store in /proc was accepted: $out"
 echo "$out" | grep -q "cannot create the checkpoint directory /proc/omig-no-such-store" ||
     fail "unexpected message for an impossible store: $out"
+# A store that fills up: the first checkpoint fits; then a filler leaves 2 MiB and the second
+# fails, naming the full disk.
+out=$(checkpoint --dir "$SMALL") || fail "a checkpoint into the small store failed: $out"
+fallocate -l $((($(df -k --output=avail "$SMALL" | tail -1) - 2048) * 1024)) "$SMALL/filler" ||
+    fail "cannot fill $SMALL"
+out=$(checkpoint --dir "$SMALL") && fail "a checkpoint into a full store succeeded: $out"
+echo "$out" | grep -q "checkpoint $SMALL/ckpt.2 failed: rank [0-5] on node[1-3]: dump: .*no space left on device in $SMALL on node[1-3] ([0-9.]* of [0-9.]* MiB free): free space there.*; the job runs on, nothing was kept$" ||
+    fail "full store: unexpected message: $out"
+[ "$(readlink "$SMALL/latest")" = ckpt.1 ] && [ ! -e "$SMALL/ckpt.2" ] ||
+    fail "the failed checkpoint moved latest or stayed: $(ls -l "$SMALL")"
 # A checkpoint and a migration at once: whichever comes second is refused, the first completes.
 checkpoint --dir "$TMPD/d" --json >"$TMPD/d.ckpt" & ck=$!
 sleep 0.2
@@ -113,6 +142,7 @@ printf 'X' | dd of="$TMPD/damaged/ckpt.1/rank-4/$(ls "$TMPD/damaged/ckpt.1/rank-
 wait "$MPIRUN_PID" || fail "the job failed after the refused checkpoint: $(tail "$TMPD/d.out")"
 MPIRUN_PID=
 same_result "the job that refused a checkpoint" "$TMPD/d.out"
+small_store_down
 omig_restart "$TMPD/e.out" "$TMPD/damaged" && fail "a restart from a damaged image ran"
 grep -q "rank 4 cannot be restarted: .*damaged" "$TMPD/e.out" || fail "damaged image: unexpected message: $(cat "$TMPD/e.out")"
 cp -a "$TMPD/a" "$TMPD/damaged2"        # its ckpt.2 is a delta of ckpt.1
@@ -127,4 +157,4 @@ sleep 2
 out=$(checkpoint --dir "$TMPD/f") && fail "a job without the plugin was checkpointed: $out"
 echo "$out" | grep -q "not started with --mca crcp migrate" || fail "no plugin: unexpected message: $out"
 kill "$MPIRUN_PID"; wait "$MPIRUN_PID" 2>/dev/null; MPIRUN_PID=
-pass "refused: an impossible store, a migration during a checkpoint (or the reverse), a damaged image, a damaged delta, a directory without checkpoint, a job without the plugin"
+pass "refused or failed, the job unharmed: an impossible store, a store that fills up, a migration during a checkpoint (or the reverse), a damaged image, a damaged delta, a directory without checkpoint, a job without the plugin"

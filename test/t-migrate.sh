@@ -6,14 +6,27 @@
 #     among them) to random nodes: 20 moves (the short version of
 #     benchmarks/migrate-torture.sh); every message verified, the job exits 0, and rank 0's
 #     output reaches mpirun after rank 0 moved;
+#   - stdin follows rank 0: lines typed into mpirun before, between and after two moves of
+#     rank 0 reach it (stdin_bcast: every rank's checksum of the lines is the one computed
+#     here);
 #   - refused requests (unknown job, rank, node; the rank's own node; a job without the
 #     plugin) leave the job untouched;
+#   - a CRIU that is missing or too old (on the rank's node or on the target) is refused
+#     before anything is frozen, and so is a checkpoint; once the binary is fixed, the same
+#     job's rank moves;
+#   - a full disk (the image directory of the rank's node, then of the target) fails the move
+#     with a message naming it: rolled back, every message verified, no image file left;
 #   - a moved rank that is killed aborts the job like any rank death, naming its new node.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
 ARGS=(--mca crcp migrate --mca btl tcp,self)
 TMPD=$(mktemp -d)
-trap 'cluster_cleanup; rm -rf "$TMPD"' EXIT
+STORE=$(mktemp -d /var/tmp/omig-migrate.XXXXXX)     # a checkpoint store every node sees
+IMAGES=/tmp/ompi-migrate-$(id -u)/images           # on each node, in its private /tmp
+FAKE=/tmp/omig-fake-criu                           # the same
+on_nodes() { for n in node1 node2 node3; do "$CLUSTER" exec "$n" "$@"; done; }
+unmount_images() { on_nodes sh -c "! mountpoint -q $IMAGES || umount -l $IMAGES"; }
+trap 'unmount_images 2>/dev/null; on_nodes rm -rf "$FAKE" 2>/dev/null; cluster_cleanup; rm -rf "$TMPD" "$STORE"' EXIT
 
 node_of() { "$OMPI_MIGRATE" status --job "$1" | awk -v r="$2" '$1 == r { print $2 }'; }
 json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
@@ -81,21 +94,113 @@ wait "$MPIRUN_PID" || fail "the job without the plugin failed: $(tail "$TMPD/pla
 MPIRUN_PID=
 pass "refused, job untouched and correct: unknown job, rank, node; the rank's own node; a job without the plugin"
 
-# ---------------------------------------------------------------- CRIU missing: roll back
-# The dump fails after the rank left the runtime: it rejoins on its own node, its peers
-# repair their endpoints to its new listener, and the job goes on.
-OMPI_MIGRATE_CRIU=/nonexistent/criu omig_mpirun_bg "$TMPD/nocriu.out" "${ARGS[@]}" -np 6 \
+# ---------------------------------------------------------------- CRIU missing or too old
+# The daemons of a move ask their CRIU's version when the move is prepared (the rank's at
+# INSPECT, the target's at PREPARE). OMPI_MIGRATE_CRIU names a path in each node's private
+# /tmp: a wrapper of the real CRIU on node1, a CRIU 3.17 on node2, nothing on node3.
+OLD_CRIU='[ "$1" = --version ] && echo "Version: 3.17" && exit 0; exit 1'
+REAL_CRIU="[ \"\$1\" = --version ] && echo >>$FAKE/asked
+exec ${OMPI_MIGRATE_CRIU:-$OMIG_SRCDIR/_deps/criu/sbin/criu} \"\$@\""   # counts the version checks
+fake_criu() {   # fake_criu NODE SCRIPT: $FAKE/criu on NODE runs SCRIPT (replaced, not rewritten)
+    printf '#!/bin/sh\n%s\n' "$2" | "$CLUSTER" exec "$1" sh -c "mkdir -p $FAKE &&
+        cat >$FAKE/criu.new && chmod +x $FAKE/criu.new && mv $FAKE/criu.new $FAKE/criu" ||
+        fail "cannot write $FAKE/criu on $1"
+}
+fake_criu node1 "$REAL_CRIU"
+fake_criu node2 "$OLD_CRIU"
+FIX="(run scripts/setup-criu.sh, or set OMPI_MIGRATE_CRIU)"
+OMPI_MIGRATE_CRIU=$FAKE/criu omig_mpirun_bg "$TMPD/criu.out" "${ARGS[@]}" -np 6 \
     "$MPI_BIN/torture" -d 600
 wait_job_ready "$MPIRUN_PID" 6
-refused "CRIU missing" "failed: dump: criu binary not found (set OMPI_MIGRATE_CRIU, or run scripts/setup-criu.sh); rank 2 continues on node2$" \
+refused "CRIU too old on the rank's node" "failed: inspect: CRIU 3.17 on node2 ($FAKE/criu) is too old: ompi-migrate needs CRIU >= 4.2 $FIX$" \
     --job "$MPIRUN_PID" --rank 2 --to node1
-[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] || fail "rank 2 left node2 although its move failed"
+refused "CRIU too old on the target" "failed: prepare: CRIU 3.17 on node2 ($FAKE/criu) is too old" \
+    --job "$MPIRUN_PID" --rank 1 --to node2
+refused "CRIU missing on the target" "failed: prepare: no CRIU on node3: $FAKE/criu is not an executable file $FIX$" \
+    --job "$MPIRUN_PID" --rank 1 --to node3
+[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] && [ "$(node_of "$MPIRUN_PID" 1)" = node1 ] ||
+    fail "a refused move moved a rank: $("$OMPI_MIGRATE" status --job "$MPIRUN_PID")"
+out=$("$OMPI_MIGRATE" checkpoint --job "$MPIRUN_PID" --dir "$STORE" 2>&1) &&
+    fail "a checkpoint with CRIU 3.17 on node2 succeeded: $out"
+echo "$out" | grep -q "failed: rank 2 on node2: inspect: CRIU 3.17 on node2 ($FAKE/criu) is too old: .*; the job runs on, nothing was kept$" ||
+    fail "checkpoint with CRIU 3.17: unexpected message: $out"
+[ -z "$(ls -A "$STORE")" ] || fail "the refused checkpoint left $(ls -A "$STORE") in $STORE"
+fake_criu node2 "$REAL_CRIU"   # fixed under the running job: asked again, not refused from memory
+out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 2 --to node1 2>&1) ||
+    fail "the move after CRIU was fixed on node2 failed: $out"
+asked=$(on_nodes sh -c "cat $FAKE/asked 2>/dev/null | wc -l" | tr '\n' ' ')
+[ "$asked" = "1 1 0 " ] || fail "CRIU's version asked (node1 node2 node3): $asked, want 1 1 0 (once per binary found good)"
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "the job failed after refused moves: $(tail "$TMPD/criu.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok .*errors=0' "$TMPD/criu.out" || fail "traffic not verified after the refused moves"
+pass "CRIU 3.17 on the rank's node or the target, or none: moves refused before anything froze, a checkpoint refused; fixed, the rank moved; every message verified"
+
+# ---------------------------------------------------------------- a full disk
+# A 2 MiB file system on the image directory of the rank's node: the dump fails and the rank
+# rejoins there; on the target's: the images cannot arrive, and the rank is restored on its
+# node from the images it kept.
+small_images() {
+    "$CLUSTER" exec "$1" mkdir -p "$IMAGES" &&
+        "$CLUSTER" exec "$1" mount -t tmpfs -o size=2m,mode=0700 tmpfs "$IMAGES" ||
+        fail "cannot mount a small file system on $IMAGES on $1"
+}
+no_images_left() {   # on any node, the small file system included
+    local left
+    left=$(on_nodes find "$IMAGES" -type f 2>/dev/null)
+    [ -z "$left" ] || fail "image files left behind after $1: $left"
+}
+FULL="no space left on device in $IMAGES on"
+omig_mpirun_bg "$TMPD/full.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600 -m 8
+wait_job_ready "$MPIRUN_PID" 6
+small_images node2
+refused "image directory full on the rank's node" "failed: dump: $FULL node2 ([0-9.]* of 2.0 MiB free): free space there (the rank's images need about [0-9]* MiB); rank 2 continues on node2$" \
+    --job "$MPIRUN_PID" --rank 2 --to node1
+no_images_left "a full disk on the rank's node"
+unmount_images
+small_images node3
+refused "image directory full on the target" "failed: transfer: receiver: $FULL node3 ([0-9.]* of 2.0 MiB free): free space there; rank 2 restored on node2 from its images" \
+    --job "$MPIRUN_PID" --rank 2 --to node3
+no_images_left "a full disk on the target"
+unmount_images
+[ "$(node_of "$MPIRUN_PID" 2)" = node2 ] || fail "rank 2 left node2 although its moves failed"
 sleep 1
 kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after a rolled-back move: $(tail "$TMPD/nocriu.out")"
+wait "$MPIRUN_PID" || fail "the job failed after moves that found a full disk: $(tail "$TMPD/full.out")"
 MPIRUN_PID=
-grep -q '^RESULT ok' "$TMPD/nocriu.out" || fail "traffic not verified after the rollback"
-pass "CRIU missing: the move is rolled back after the rank left, it rejoins on node2, every message verified"
+grep -q '^RESULT ok .*errors=0' "$TMPD/full.out" || fail "traffic not verified after the full disks"
+pass "image directory full on the rank's node (dump) or the target (transfer): rolled back, rank 2 runs on node2, every message verified, no image left"
+
+# ---------------------------------------------------------------- stdin follows rank 0
+# Rank 0 of stdin_bcast reads mpirun's stdin and broadcasts each line; lines are written
+# before, between and after two moves of rank 0; every rank's checksum must be that of the
+# lines as written (FNV-1a, computed here too).
+fnv1a() {
+    local s=1469598103934665603 b
+    for b in $(od -An -v -tu1); do s=$(( (s ^ b) * 1099511628211 )); done
+    printf '%016x' "$s"
+}
+mkfifo "$TMPD/stdin"
+exec 3<>"$TMPD/stdin"     # read-write: opening it does not wait for a reader
+omig_mpirun_bg "$TMPD/stdin.out" "${ARGS[@]}" -np 6 "$MPI_BIN/stdin_bcast" <"$TMPD/stdin"
+wait_job_ready "$MPIRUN_PID" 6
+: >"$TMPD/stdin.want"
+typed() { echo "$1" >&3; echo "$1" >>"$TMPD/stdin.want"; }
+typed "before the moves"
+for to in node2 node3; do
+    sleep 0.5
+    "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 0 --to "$to" >/dev/null || fail "moving rank 0 to $to failed"
+    typed "rank 0 now on $to: $(date +%N)"
+done
+echo END >&3
+exec 3>&-
+wait "$MPIRUN_PID" || fail "stdin_bcast failed: $(tail "$TMPD/stdin.out")"
+MPIRUN_PID=
+want=$(fnv1a <"$TMPD/stdin.want")
+[ "$(grep -c "^STDIN rank [0-5] lines=3 sum=$want " "$TMPD/stdin.out")" = 6 ] &&
+    grep -q '^STDIN rank 0 .* node=node3$' "$TMPD/stdin.out" && grep -q '^RESULT ok lines=3' "$TMPD/stdin.out" ||
+    fail "stdin did not follow rank 0 (want lines=3 sum=$want): $(cat "$TMPD/stdin.out")"
+pass "stdin follows rank 0 through two moves: 3 lines, every rank's checksum $want"
 
 # ---------------------------------------------------------------- a moved rank dies
 omig_mpirun_bg "$TMPD/kill.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
