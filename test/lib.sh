@@ -34,13 +34,14 @@ omig_mpirun() {
     "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" "$@"
 }
 
-# The same in the background, output to file $1; MPIRUN_PID is mpirun's own pid (cluster.sh
-# execs it), and the job is killed if the test exits early.
+# The same in the background, output to file $1, input from OMIG_STDIN (default none);
+# MPIRUN_PID is mpirun's own pid (cluster.sh execs it), and the job is killed if the test
+# exits early.
 omig_mpirun_bg() {
     local out=$1
     shift
     "$CLUSTER" mpirun --mca mca_base_component_path "$OMIG_OMPI_COMPONENT_DIR:$OMIG_COMPONENT_DIR" \
-        "$@" >"$out" 2>&1 &
+        "$@" <"${OMIG_STDIN:-/dev/null}" >"$out" 2>&1 &
     MPIRUN_PID=$!
 }
 

@@ -182,14 +182,15 @@ fnv1a() {
 }
 mkfifo "$TMPD/stdin"
 exec 3<>"$TMPD/stdin"     # read-write: opening it does not wait for a reader
-omig_mpirun_bg "$TMPD/stdin.out" "${ARGS[@]}" -np 6 "$MPI_BIN/stdin_bcast" <"$TMPD/stdin"
+OMIG_STDIN=$TMPD/stdin omig_mpirun_bg "$TMPD/stdin.out" "${ARGS[@]}" -np 6 "$MPI_BIN/stdin_bcast"
 wait_job_ready "$MPIRUN_PID" 6
 : >"$TMPD/stdin.want"
 typed() { echo "$1" >&3; echo "$1" >>"$TMPD/stdin.want"; }
 typed "before the moves"
 for to in node2 node3; do
     sleep 0.5
-    "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 0 --to "$to" >/dev/null || fail "moving rank 0 to $to failed"
+    out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 0 --to "$to" 2>&1) ||
+        fail "moving rank 0 to $to failed: $out"
     typed "rank 0 now on $to: $(date +%N)"
 done
 echo END >&3
