@@ -36,6 +36,7 @@ for i in $(seq "$N"); do
     else
         failed=$((failed + 1)); echo "move $i (rank $r -> $to) failed: $j" >&2
         echo "$j" | grep -q '"lost":true' && fail "rank $r was lost at move $i: $j"
+        kill -0 "$MPIRUN_PID" 2>/dev/null || fail "the job ended at move $i: $(tail -40 "$OUT")"
     fi
     [ "$i" -gt 20 ] && restores=$((restores + 1))      # a move or a rollback: one PMIx_Init
     [ "$i" = 20 ] && { rss20=$(rss_all); hnp20=$(rss_kib "$MPIRUN_PID"); heap20=$(heap_orteds); }
