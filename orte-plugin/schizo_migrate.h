@@ -254,8 +254,6 @@ int schizo_migrate_local_session_dumpable(pid_t pid);
 /* 0 if pid is free here, or is the process that started at start (the same one seen through a
  * PID namespace shared with another node); -1 and why otherwise. */
 int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *err, size_t len);
-pid_t schizo_migrate_local_top_tid(pid_t pid);
-void schizo_migrate_local_pid_hold(pid_t top);
 
 /* schizo_migrate_text.c: growing text and "key=value" lookups. */
 struct schizo_migrate_text {

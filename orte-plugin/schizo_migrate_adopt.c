@@ -709,7 +709,6 @@ static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc,
         snprintf(err, len, "prepare: %s or choose another node", why);
         return -1;
     }
-    schizo_migrate_local_pid_hold((pid_t) schizo_migrate_kv_num(m->text, "top", 0));
     return schizo_migrate_image_criu_check("prepare", err, len);
 }
 

@@ -494,8 +494,7 @@ static void on_inspect(const struct schizo_migrate_msg *m)
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, text);
         return;
     }
-    snprintf(text, sizeof(text), "pid=%d start=%llu top=%d", (int) child->pid, start,
-             (int) schizo_migrate_local_top_tid(child->pid));
+    snprintf(text, sizeof(text), "pid=%d start=%llu", (int) child->pid, start);
     schizo_migrate_rml_answer(m, OMIG_CTL_OK, text);
 }
 

@@ -267,14 +267,12 @@ static int dump(struct schizo_migrate_work *w, bool leave_running)
 static void do_dump_send(struct schizo_migrate_work *w)
 {
     char why[sizeof(w->err) - 16];
-    pid_t top = schizo_migrate_local_top_tid(w->pid);
     double t0;
 
     if (0 != dump(w, false)) {
         return;
     }
     w->dumped = true;
-    schizo_migrate_local_pid_hold(top);        /* for a restore here, should the move fail */
     if (w->fail_transfer) {
         snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
         return;

@@ -17,9 +17,7 @@
  */
 #include "orte_config.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <sys/types.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,46 +260,6 @@ int schizo_migrate_local_session_dumpable(pid_t pid)
     }
     fclose(f);
     return visible;
-}
-
-/* The highest thread id of a process (its pid if it has no other thread, or is gone). */
-pid_t schizo_migrate_local_top_tid(pid_t pid)
-{
-    char path[64];
-    struct dirent *e;
-    DIR *d;
-    pid_t top = pid;
-
-    snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
-    if (NULL != (d = opendir(path))) {
-        while (NULL != (e = readdir(d))) {
-            pid_t t = (pid_t) atoi(e->d_name);
-            top = t > top ? t : top;
-        }
-        closedir(d);
-    }
-    return top;
-}
-
-/* Linux hands pids out cyclically: a freed pid or thread id comes back only when the
- * allocation cursor reaches it again, which on a busy node can happen in the second between a
- * dump and a restore (seen: a rank lost when both its target and its rollback found one of its
- * ids taken). Setting the cursor to the rank's highest thread id, as CRIU does to pick a pid,
- * keeps all of its ids from being handed out until the pid space wraps. Needs CAP_SYS_ADMIN;
- * without it nothing changes. */
-void schizo_migrate_local_pid_hold(pid_t top)
-{
-    char buf[16];
-    int fd = top > 0 ? open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC) : -1;
-    int n = snprintf(buf, sizeof(buf), "%d", (int) top);
-
-    if (fd >= 0) {
-        if (write(fd, buf, (size_t) n) != n) {
-            SCHIZO_MIGRATE_VERBOSE(20, "schizo:migrate: cannot hold pid %d: %s", (int) top,
-                                   strerror(errno));
-        }
-        close(fd);
-    }
 }
 
 /* The pid must be free here: CRIU gives the rank its pid back. The same process seen through
