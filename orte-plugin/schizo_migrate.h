@@ -254,6 +254,10 @@ int schizo_migrate_local_session_dumpable(pid_t pid);
 /* 0 if pid is free here, or is the process that started at start (the same one seen through a
  * PID namespace shared with another node); -1 and why otherwise. */
 int schizo_migrate_local_pid_check(pid_t pid, unsigned long long start, char *err, size_t len);
+#define SCHIZO_MIGRATE_MAX_TIDS 16  /* ids of a rank held across a move (the rest by chance) */
+int schizo_migrate_local_tids(pid_t pid, pid_t *ids, int max);
+int schizo_migrate_local_tids_parse(const char *list, pid_t *ids, int max);
+void schizo_migrate_local_pid_hold(const pid_t *ids, int n);
 
 /* schizo_migrate_text.c: growing text and "key=value" lookups. */
 struct schizo_migrate_text {

@@ -709,6 +709,11 @@ static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc,
         snprintf(err, len, "prepare: %s or choose another node", why);
         return -1;
     }
+    pid_t ids[SCHIZO_MIGRATE_MAX_TIDS];
+    char list[256] = "";
+    (void) schizo_migrate_kv(m->text, "tids", list, sizeof(list));
+    schizo_migrate_local_pid_hold(ids, schizo_migrate_local_tids_parse(list, ids,
+                                                                       SCHIZO_MIGRATE_MAX_TIDS));
     return schizo_migrate_image_criu_check("prepare", err, len);
 }
 

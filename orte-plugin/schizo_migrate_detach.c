@@ -494,7 +494,13 @@ static void on_inspect(const struct schizo_migrate_msg *m)
         schizo_migrate_rml_answer(m, OMIG_CTL_EINVAL, text);
         return;
     }
-    snprintf(text, sizeof(text), "pid=%d start=%llu", (int) child->pid, start);
+    pid_t ids[SCHIZO_MIGRATE_MAX_TIDS];
+    int n = schizo_migrate_local_tids(child->pid, ids, SCHIZO_MIGRATE_MAX_TIDS);
+    int len = snprintf(text, sizeof(text), "pid=%d start=%llu tids=", (int) child->pid, start);
+    for (int i = 0; i < n; i++) {
+        len += snprintf(text + len, sizeof(text) - (size_t) len, "%s%d", i ? "," : "",
+                        (int) ids[i]);
+    }
     schizo_migrate_rml_answer(m, OMIG_CTL_OK, text);
 }
 

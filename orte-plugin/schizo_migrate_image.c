@@ -267,12 +267,15 @@ static int dump(struct schizo_migrate_work *w, bool leave_running)
 static void do_dump_send(struct schizo_migrate_work *w)
 {
     char why[sizeof(w->err) - 16];
+    pid_t ids[SCHIZO_MIGRATE_MAX_TIDS];
+    int nids = schizo_migrate_local_tids(w->pid, ids, SCHIZO_MIGRATE_MAX_TIDS);
     double t0;
 
     if (0 != dump(w, false)) {
         return;
     }
     w->dumped = true;
+    schizo_migrate_local_pid_hold(ids, nids);  /* for the restore, and a rollback's */
     if (w->fail_transfer) {
         snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
         return;

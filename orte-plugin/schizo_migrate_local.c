@@ -17,6 +17,7 @@
  */
 #include "orte_config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <sys/types.h>
 #include <stdio.h>
@@ -260,6 +261,94 @@ int schizo_migrate_local_session_dumpable(pid_t pid)
     }
     fclose(f);
     return visible;
+}
+
+/* ------------------------------------------------------------------ holding a rank's ids */
+
+/* The thread ids of pid (its pid first), at most max; how many. */
+int schizo_migrate_local_tids(pid_t pid, pid_t *ids, int max)
+{
+    char path[64];
+    struct dirent *e;
+    DIR *d;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int) pid);
+    if (max > 0) {
+        ids[n++] = pid;
+    }
+    if (NULL != (d = opendir(path))) {
+        while (n < max && NULL != (e = readdir(d))) {
+            pid_t t = (pid_t) atoi(e->d_name);
+            if (t > 0 && t != pid) {
+                ids[n++] = t;
+            }
+        }
+        closedir(d);
+    }
+    return n;
+}
+
+static long read_long(const char *file)
+{
+    FILE *f = fopen(file, "re");
+    long v = -1;
+
+    if (NULL != f) {
+        if (1 != fscanf(f, "%ld", &v)) {
+            v = -1;
+        }
+        fclose(f);
+    }
+    return v;
+}
+
+/* Linux hands ids out cyclically: a freed pid or thread id is handed out again when the
+ * allocation cursor reaches it, which on a busy node can happen in the second between a dump
+ * and the restore (or the rollback's restore). When the cursor is about to reach one of a
+ * dumped rank's ids (within HOLD_AHEAD allocations), it is moved just past the farthest such
+ * id, as CRIU moves it to pick a pid: only ever forward, so that no other rank's freed ids come
+ * up sooner than they would have. Needs CAP_SYS_ADMIN; without it nothing changes. */
+#define HOLD_AHEAD 8192
+
+void schizo_migrate_local_pid_hold(const pid_t *ids, int n)
+{
+    long last = read_long("/proc/sys/kernel/ns_last_pid");
+    long pmax = read_long("/proc/sys/kernel/pid_max");
+    long best = -1, bestd = -1;
+    FILE *f;
+
+    for (int i = 0; i < n && last >= 0 && pmax > 0; i++) {
+        long d = (((long) ids[i] - last - 1) % pmax + pmax) % pmax;  /* allocations before it */
+        if (d < HOLD_AHEAD && d > bestd) {
+            bestd = d;
+            best = ids[i];
+        }
+    }
+    if (best > 0 && NULL != (f = fopen("/proc/sys/kernel/ns_last_pid", "we"))) {
+        fprintf(f, "%ld", best);
+        if (0 != fclose(f)) {
+            SCHIZO_MIGRATE_VERBOSE(20, "schizo:migrate: cannot hold pid %ld: %s", best,
+                                   strerror(errno));
+        }
+    }
+}
+
+/* "a,b,c" into ids; how many. */
+int schizo_migrate_local_tids_parse(const char *list, pid_t *ids, int max)
+{
+    int n = 0;
+
+    for (const char *p = list; n < max && *p; p += strspn(p, ",")) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p) {
+            break;
+        }
+        ids[n++] = (pid_t) v;
+        p = end;
+    }
+    return n;
 }
 
 /* The pid must be free here: CRIU gives the rank its pid back. The same process seen through

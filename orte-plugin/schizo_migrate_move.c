@@ -55,7 +55,7 @@ struct move {
     bool stdin_open;                /* mpirun forwards its stdin to this rank */
     bool committed;                 /* the rank runs on B */
     bool ended;                     /* moved, or rolled back / failed */
-    char inspected[128], evicted[512];
+    char inspected[400], evicted[512];
     double t_evict, restore_ms, attach_ms, rejoin_ms, reconnect_ms;
     pid_t pid;
     opal_event_t timer;
