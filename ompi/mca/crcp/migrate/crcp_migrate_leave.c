@@ -8,9 +8,7 @@
  * rejoin: after the restore on the new node (or on the old one when the move was rolled back):
  *         take the PMIx environment the new node's daemon computed for it, PMIx_Init there,
  *         listen for connections on the new node and answer with the new addresses.
- * PMIx_Init registers OPAL's default event handler again; Open MPI's own (MPI-Default, which
- * MPI_Init put first) is registered again here. Those of the debugger release and of
- * interlibrary coordination (registered only in their situations) are not.
+ * Open MPI's own PMIx event handlers are not re-registered (only OPAL's default one is).
  */
 #include "ompi_config.h"
 
@@ -20,7 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ompi/errhandler/errhandler.h"
 #include "opal/mca/pmix/pmix.h"
 #include "opal/util/proc.h"
 #include "orte/util/proc_info.h"
@@ -113,37 +110,6 @@ int crcp_migrate_leave(char *err, size_t len)
     return OMPI_SUCCESS;
 }
 
-static void info_add(opal_list_t *info, const char *key, const char *string)
-{
-    opal_value_t *kv = OBJ_NEW(opal_value_t);
-
-    kv->key = strdup(key);
-    if (NULL != string) {
-        kv->type = OPAL_STRING;
-        kv->data.string = strdup(string);
-    }
-    opal_list_append(info, &kv->super);
-}
-
-/* As MPI_Init does: first in line, named, and its id kept for MPI_Finalize's deregistration
- * (ompi_errhandler_registration_callback). The answer comes from PMIx's progress thread. */
-static int register_mpi_handler(void)
-{
-    ompi_errhandler_errtrk_t trk = { .active = true, .status = OPAL_ERROR };
-    opal_list_t info;
-
-    OBJ_CONSTRUCT(&info, opal_list_t);
-    info_add(&info, OPAL_PMIX_EVENT_ORDER_PREPEND, NULL);
-    info_add(&info, OPAL_PMIX_EVENT_HDLR_NAME, "MPI-Default");
-    opal_pmix.register_evhandler(NULL, &info, ompi_errhandler_callback,
-                                 ompi_errhandler_registration_callback, &trk);
-    for (int ms = 0; trk.active && ms < 10000; ms++) {
-        usleep(1000);
-    }
-    OPAL_LIST_DESTRUCT(&info);
-    return trk.active ? OPAL_ERR_TIMEOUT : trk.status;
-}
-
 /* NUL-separated "NAME=VALUE" strings into the environment. */
 static void apply_env(char *env, size_t len)
 {
@@ -183,12 +149,6 @@ int crcp_migrate_rejoin(char *env, size_t envlen, char *addrs, size_t len, char 
         if (OPAL_SUCCESS != (rc = pmix_init_counting_key())) {
             snprintf(err, errlen, "PMIx_Init on %s failed (%d)", opal_process_info.nodename, rc);
             return rc;
-        }
-        if (OPAL_SUCCESS != (rc = register_mpi_handler())) {     /* the rank runs on */
-            CRCP_MIGRATE_VERBOSE(0, "crcp:migrate: rank %d on %s: Open MPI's PMIx event "
-                                 "handler could not be registered again (%d): PMIx events "
-                                 "reach only OPAL's default handler", crcp_migrate_state.me,
-                                 opal_process_info.nodename, rc);
         }
         left = false;
     }
