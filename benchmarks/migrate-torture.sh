@@ -63,15 +63,16 @@ echo "after the job: $left processes on the nodes, $images image files, $netns n
 # PMIx_Finalize of a client of the node's PMIx server (PMIx 4.2.2 keeps some of it).
 CYCLE=$OMIG_BUILDDIR/benchmarks/pmix-cycle
 gcc -O2 -o "$CYCLE" "$OMIG_SRCDIR/benchmarks/pmix-cycle.c" $(pkg-config --cflags --libs pmix)
-omig_mpirun_bg "$OUT" -np 1 --host node1 "$CYCLE" "$restores"
+cycles=$(( restores < 1000 ? restores : 1000 ))    # PMIx 4.2.2 fails its 1,024th init
+omig_mpirun_bg "$OUT" -np 1 --host node1 "$CYCLE" "$cycles"
 until grep -q warm "$OUT"; do sleep 0.1; done
 c0=$(rss_kib "$(daemons)")
 until grep -q cycles "$OUT"; do sleep 0.5; done
 c1=$(rss_kib "$(daemons)")
 kill "$MPIRUN_PID"; wait "$MPIRUN_PID" 2>/dev/null || true; MPIRUN_PID=
 per_restore=$(awk -v a="$rss20" -v b="$rssN" -v h="$((hnpN - hnp20))" -v r="$restores" 'BEGIN { printf "%.2f", (b - a - h) / r }')
-per_cycle=$(awk -v a="$c0" -v b="$c1" -v r="$restores" 'BEGIN { printf "%.2f", (b - a) / r }')
+per_cycle=$(awk -v a="$c0" -v b="$c1" -v r="$cycles" 'BEGIN { printf "%.2f", (b - a) / r }')
 echo "resident memory: mpirun $hnp20 KiB after move 20, $hnpN KiB after move $N; orteds +$(( rssN - rss20 - hnpN + hnp20 )) KiB over $restores restores = $per_restore KiB per restore, of which $(( heapN - heap20 )) KiB in total in their main heap (ORTE's event thread: ORTE and the side-car) and the rest in the other threads' arenas (the PMIx server's thread, the image helper threads)"
-echo "a bare PMIx_Init/PMIx_Finalize cycle (benchmarks/pmix-cycle, $restores cycles, no Open MPI): $per_cycle KiB of its orted; ratio $(awk -v a="$per_restore" -v b="$per_cycle" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')"
+echo "a bare PMIx_Init/PMIx_Finalize cycle (benchmarks/pmix-cycle, $cycles cycles, no Open MPI): $per_cycle KiB of its orted; ratio $(awk -v a="$per_restore" -v b="$per_cycle" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')"
 [ "$left" = 0 ] && [ "$images" = 0 ] && [ "$netns" -le 0 ] ||
     fail "leaks: $left processes, $images image files, $netns namespaces"
