@@ -65,9 +65,9 @@ CYCLE=$OMIG_BUILDDIR/benchmarks/pmix-cycle
 gcc -O2 -o "$CYCLE" "$OMIG_SRCDIR/benchmarks/pmix-cycle.c" $(pkg-config --cflags --libs pmix)
 cycles=$(( restores < 1000 ? restores : 1000 ))    # PMIx 4.2.2 fails its 1,024th init
 omig_mpirun_bg "$OUT" -np 1 --host node1 "$CYCLE" "$cycles"
-until grep -q warm "$OUT"; do sleep 0.1; done
+until grep -q warm "$OUT"; do kill -0 "$MPIRUN_PID" || fail "pmix-cycle: $(cat "$OUT")"; sleep 0.1; done
 c0=$(rss_kib "$(daemons)")
-until grep -q cycles "$OUT"; do sleep 0.5; done
+until grep -q cycles "$OUT"; do kill -0 "$MPIRUN_PID" || fail "pmix-cycle: $(cat "$OUT")"; sleep 0.5; done
 c1=$(rss_kib "$(daemons)")
 kill "$MPIRUN_PID"; wait "$MPIRUN_PID" 2>/dev/null || true; MPIRUN_PID=
 per_restore=$(awk -v a="$rss20" -v b="$rssN" -v h="$((hnpN - hnp20))" -v r="$restores" 'BEGIN { printf "%.2f", (b - a - h) / r }')
