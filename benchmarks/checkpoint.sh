@@ -12,8 +12,6 @@ set -euo pipefail
 ROUNDS=${1:-5}
 MIB=${2:-32}
 cluster_up 3
-
-
 OUT=$(mktemp)
 STORE=$(mktemp -d /var/tmp/omig-bench-ckpt.XXXXXX)
 trap 'cluster_cleanup; rm -rf "$STORE" "$OUT"' EXIT

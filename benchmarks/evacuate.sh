@@ -10,8 +10,6 @@ set -euo pipefail
 ROUNDS=${1:-5}
 MIB=${2:-32}
 cluster_up 3
-
-
 OUT=$(mktemp)
 omig_mpirun_bg "$OUT" --mca crcp migrate --mca btl tcp,self -np 6 "$OMIG_BUILDDIR/test/mpi/torture" -d 3600 -m "$MIB"
 wait_job_ready "$MPIRUN_PID" 6

@@ -297,18 +297,21 @@ struct rankdir {                    /* one level of a chain: a rank's directory 
     struct pmap m;
 };
 
-static int open_parent(int dirfd, const char *parent, struct rankdir *p, const char *pagemap)
-{
-    char path[PATH_MAX], self[PATH_MAX], link[64];
-    ssize_t n;
+/* What a walk over one rank directory's pagemaps carries. */
+struct walk {
+    const char *rank;               /* the rank directory's name: the same in every checkpoint */
+    const char *parent;             /* shrink: the parent checkpoint's name, or NULL */
+    struct omig_delta_stats *st;
+};
 
-    snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
-    if ((n = readlink(link, self, sizeof(self) - 1)) < 0) {
-        return -1;
-    }
-    self[n] = '\0';
-    snprintf(path, sizeof(path), "%s/../../%s/%s", self, parent, strrchr(self, '/') + 1);
-    if ((p->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+/* The same rank's directory in the checkpoint PARENT of the store dirfd's checkpoint is in. */
+static int open_parent(int dirfd, const char *parent, const char *rank, struct rankdir *p,
+                       const char *pagemap)
+{
+    char path[PATH_MAX];
+
+    snprintf(path, sizeof(path), "../../%s/%s", parent, rank);
+    if ((p->dirfd = openat(dirfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         return -1;
     }
     if (pmap_load(p->dirfd, pagemap, &p->m)) {
@@ -368,8 +371,7 @@ static int write_delta(int dirfd, const struct pmap *m, const char *parent, cons
 }
 
 /* One pagemap of DIR: its hashes, and its delta if the parent allows one. */
-static int shrink_one(int dirfd, const char *pagemap, const char *parent,
-                      struct omig_delta_stats *st)
+static int shrink_one(int dirfd, const char *pagemap, const struct walk *w)
 {
     struct pmap m;
     struct rankdir p = { .dirfd = -1 };
@@ -389,17 +391,17 @@ static int shrink_one(int dirfd, const char *pagemap, const char *parent,
         rc = m.npages > 0 ? -1 : 0;
         goto out;
     }
-    st->pages += m.npages;
+    w->st->pages += m.npages;
     stored = m.npages;
-    if (NULL != parent && 0 == open_parent(dirfd, parent, &p, pagemap) &&
+    if (NULL != w->parent && 0 == open_parent(dirfd, w->parent, w->rank, &p, pagemap) &&
         NULL != (ph = hash_load(p.dirfd, &p.m)) &&
         NULL != (bits = calloc((m.npages + 7) / 8, 1))) {
         stored = changed(&m, h, &p.m, ph, bits);
-        rc = write_delta(dirfd, &m, parent, pages, bits);
+        rc = write_delta(dirfd, &m, w->parent, pages, bits);
     } else {
         rc = 0;
     }
-    st->stored += stored;
+    w->st->stored += stored;
 out:
     if (MAP_FAILED != pages) {
         munmap(pages, m.npages * PAGE);
@@ -424,19 +426,20 @@ static bool is_pagemap(const char *name)
     return 0 == strncmp(name, "pagemap-", 8) && n > 12 && 0 == strcmp(name + n - 4, ".img");
 }
 
-typedef int (*pagemap_fn)(int dirfd, const char *pagemap, const char *parent,
-                          struct omig_delta_stats *st);
+typedef int (*pagemap_fn)(int dirfd, const char *pagemap, const struct walk *w);
 
 static int each_pagemap(const char *dir, pagemap_fn fn, const char *parent,
                         struct omig_delta_stats *st, char *err, size_t len)
 {
+    const struct walk w = { .rank = strrchr(dir, '/') ? strrchr(dir, '/') + 1 : dir,
+                            .parent = parent, .st = st };
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dirfd >= 0 ? fdopendir(dup(dirfd)) : NULL;
     struct dirent *e;
     int rc = NULL == d ? -1 : 0;
 
     while (0 == rc && NULL != d && NULL != (e = readdir(d))) {
-        if (is_pagemap(e->d_name) && 0 != (rc = fn(dirfd, e->d_name, parent, st))) {
+        if (is_pagemap(e->d_name) && 0 != (rc = fn(dirfd, e->d_name, &w))) {
             snprintf(err, len, "%s/%s: %s", dir, e->d_name, strerror(errno ? errno : EIO));
         }
     }
@@ -514,7 +517,7 @@ static int level_open(struct level *l)
 }
 
 /* The chain from DIR's pagemap to a whole pages file; the number of levels, or -1. */
-static int chain_open(int dirfd, const char *pagemap, struct level *lv)
+static int chain_open(int dirfd, const char *pagemap, const char *rank, struct level *lv)
 {
     int n = 0;
 
@@ -533,7 +536,7 @@ static int chain_open(int dirfd, const char *pagemap, struct level *lv)
         }
         memset(&lv[n + 1], 0, sizeof(lv[n + 1]));
         lv[n + 1].fd = -1;
-        if (open_parent(lv[n].r.dirfd, lv[n].parent, &lv[n + 1].r, pagemap) ||
+        if (open_parent(lv[n].r.dirfd, lv[n].parent, rank, &lv[n + 1].r, pagemap) ||
             level_open(&lv[++n])) {
             return -1;
         }
@@ -589,17 +592,15 @@ static int rebuild(int dirfd, struct level *lv, int n)
     return out_close_replacing(&o, rc, name);
 }
 
-static int expand_one(int dirfd, const char *pagemap, const char *unused,
-                      struct omig_delta_stats *st)
+static int expand_one(int dirfd, const char *pagemap, const struct walk *w)
 {
     struct level *lv = calloc(MAX_CHAIN, sizeof(*lv));
     int n, rc = -1;
 
-    (void) unused; (void) st;
     if (NULL == lv) {
         return -1;
     }
-    n = chain_open(dirfd, pagemap, lv);
+    n = chain_open(dirfd, pagemap, w->rank, lv);
     rc = n == 1 ? 0 : n > 1 ? rebuild(dirfd, lv, n) : -1;      /* 1: whole already */
     for (int k = 0; k < MAX_CHAIN && (k == 0 || lv[k].r.dirfd > 0); k++) {
         level_free(&lv[k]);

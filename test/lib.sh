@@ -74,6 +74,15 @@ job_started() {
     JOB_PIDS=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk 'NR > 2 { print $3 }')
 }
 
+# job_verified OUT WHAT: the job (torture, or any program that prints "RESULT ok ... errors=0")
+# is told to end its round (SIGUSR1), exits 0 and verified all its traffic.
+job_verified() {
+    kill -USR1 "$MPIRUN_PID"
+    wait "$MPIRUN_PID" || fail "$2: the job failed: $(tail -20 "$1")"
+    MPIRUN_PID=
+    grep -q '^RESULT ok .*errors=0' "$1" || fail "$2: traffic not verified: $(tail "$1")"
+}
+
 # job_ended: mpirun and the ranks of job_started are gone and reaped (a restart needs their
 # pids: a killed rank stays a zombie for a moment).
 job_ended() {

@@ -63,10 +63,7 @@ for r in $n1; do
 done
 pass "node1 evacuated onto node2 (ranks $n1); node2 hosts $(ranks_on node2), node3 $(ranks_on node3)"
 
-kill -USR1 "$MPIRUN_PID"     # torture ends its round and verifies everything
-wait "$MPIRUN_PID" || fail "the job failed after the evacuations: $(tail -20 "$TMPD/torture.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok .*errors=0' "$TMPD/torture.out" || fail "traffic not verified: $(tail "$TMPD/torture.out")"
+job_verified "$TMPD/torture.out" "after the evacuations"
 pass "every message verified after both evacuations: $(grep '^RESULT' "$TMPD/torture.out")"
 
 # ---------------------------------------------------------------- one move of two fails
@@ -79,10 +76,7 @@ echo "$out" | grep -q '"ranks":2,"moved":1,.*"ok":false,"moves"' ||
 echo "$out" | grep -q '"rank":3,"from":"node2","to":"node[13]","status":8,"ok":false,"error":"migrating rank 3 .*dump: failed on purpose' ||
     fail "the report does not name rank 3's failure: $out"
 [ "$(ranks_on node2)" = "3 " ] || fail "node2 should host rank 3 only: $(ranks_on node2)"
-kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after a partial evacuation: $(tail "$TMPD/partial.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok .*errors=0' "$TMPD/partial.out" || fail "traffic not verified: $(tail "$TMPD/partial.out")"
+job_verified "$TMPD/partial.out" "after a partial evacuation"
 pass "a failed move rolls back alone: rank 2 moved, rank 3 stays on node2 (exit 1, \"ok\":false); every message verified"
 
 # ---------------------------------------------------------------- nowhere to go
@@ -91,8 +85,5 @@ omig_mpirun_bg "$TMPD/alone.out" --mca crcp migrate --mca btl tcp,self --host no
 wait_job_ready "$MPIRUN_PID" 2
 refused "a single node" "no other node of job $MPIRUN_PID can take the ranks of node1 (nodes of this job: node1)" \
     --node node1
-kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after a refused evacuation: $(tail "$TMPD/alone.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok' "$TMPD/alone.out" || fail "traffic not verified after a refused evacuation"
+job_verified "$TMPD/alone.out" "after a refused evacuation"
 pass "a job on one node: evacuating it is refused (no other node), the job goes on and verifies"

@@ -56,10 +56,7 @@ done
 for k in quiesce_ms dump_ms transfer_ms restore_ms reconnect_ms downtime_ms bytes; do
     echo "$out" | grep -q "\"$k\":" || fail "the JSON report lacks $k: $out"
 done
-kill -USR1 "$MPIRUN_PID"     # torture ends its round and verifies everything
-wait "$MPIRUN_PID" || fail "the job failed after $n moves: $(tail -20 "$TMPD/torture.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok .*errors=0' "$TMPD/torture.out" || fail "traffic not verified: $(tail "$TMPD/torture.out")"
+job_verified "$TMPD/torture.out" "after $n moves"
 pass "$n moves (ranks $(for m in "${moves[@]}"; do echo -n "${m%% *} "; done)) under checked traffic: $(grep '^RESULT' "$TMPD/torture.out"); downtimes (ms):$down"
 pass "rank 0 moved and its output (RESULT) still reached mpirun"
 
@@ -80,10 +77,7 @@ refused "unknown node" "unknown node 'node7'; nodes of this job: node1 node2 nod
     --job "$MPIRUN_PID" --rank 1 --to node7
 refused "same node" "rank 1 already runs on node1" --job "$MPIRUN_PID" --rank 1 --to node1
 [ "$("$OMPI_MIGRATE" status --job "$MPIRUN_PID")" = "$before" ] || fail "a refused move changed the job"
-kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after refused moves: $(tail "$TMPD/refused.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok' "$TMPD/refused.out" || fail "traffic not verified after refused moves"
+job_verified "$TMPD/refused.out" "after refused moves"
 
 omig_mpirun_bg "$TMPD/plain.out" --mca btl tcp,self -np 6 "$MPI_BIN/torture" -d 600
 sleep 3
@@ -130,10 +124,7 @@ out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 2 --to node1 2>&1) ||
     fail "the move after CRIU was fixed on node2 failed: $out"
 asked=$(on_nodes sh -c "cat $FAKE/asked 2>/dev/null | wc -l" | tr '\n' ' ')
 [ "$asked" = "1 1 0 " ] || fail "CRIU's version asked (node1 node2 node3): $asked, want 1 1 0 (once per binary found good)"
-kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after refused moves: $(tail "$TMPD/criu.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok .*errors=0' "$TMPD/criu.out" || fail "traffic not verified after the refused moves"
+job_verified "$TMPD/criu.out" "after moves refused for CRIU"
 pass "CRIU 3.17 on the rank's node or the target, or none: moves refused before anything froze, a checkpoint refused; fixed, the rank moved; every message verified"
 
 # ---------------------------------------------------------------- a full disk
@@ -165,10 +156,7 @@ no_images_left "a full disk on the target"
 unmount_images
 [ "$(node_of "$MPIRUN_PID" 2)" = node2 ] || fail "rank 2 left node2 although its moves failed"
 sleep 1
-kill -USR1 "$MPIRUN_PID"
-wait "$MPIRUN_PID" || fail "the job failed after moves that found a full disk: $(tail "$TMPD/full.out")"
-MPIRUN_PID=
-grep -q '^RESULT ok .*errors=0' "$TMPD/full.out" || fail "traffic not verified after the full disks"
+job_verified "$TMPD/full.out" "after moves that found a full disk"
 pass "image directory full on the rank's node (dump) or the target (transfer): rolled back, rank 2 runs on node2, every message verified, no image left"
 
 # ---------------------------------------------------------------- stdin follows rank 0

@@ -28,13 +28,6 @@ job() {     # job NAME [mpirun args]: torture on node1..3 with node4 spare
     wait_job_ready "$MPIRUN_PID" 6
 }
 
-job_verified() {
-    kill -USR1 "$MPIRUN_PID"
-    wait "$MPIRUN_PID" || fail "$1: the job failed: $(tail "$TMPD/$1.out")"
-    MPIRUN_PID=
-    grep -q '^RESULT ok' "$TMPD/$1.out" || fail "$1: traffic not verified: $(tail "$TMPD/$1.out")"
-}
-
 node4_lost() {
     grep -q "lost the daemon of node node4 .*the job goes on without that node" "$TMPD/$1.out" ||
         fail "$1: mpirun did not report node4 lost: $(tail -5 "$TMPD/$1.out")"
@@ -48,7 +41,7 @@ job spare
 out=$(migrate --rank 3 --to node4) || fail "moving rank 3 to the spare node4 failed: $out"
 [ "$(node_of 3)" = node4 ] || fail "rank 3 is not on node4 after its move"
 out=$(migrate --rank 3 --to node2) || fail "moving rank 3 back to node2 failed: $out"
-job_verified spare
+job_verified "$TMPD/spare.out" spare
 pass "a spare node (a daemon, no rank) takes a rank and gives it back; every message verified"
 
 # ---------------------------------------------------------------- dies while receiving
@@ -59,7 +52,7 @@ echo "$out" | grep -qE "failed: transfer: .*; rank 1 restored on node1 from its 
 [ "$(node_of 1)" = node1 ] || fail "rank 1 left node1"
 node4_lost receiving
 migrate --rank 2 --to node3 >/dev/null || fail "a move between live nodes failed after node4 died"
-job_verified receiving
+job_verified "$TMPD/receiving.out" receiving
 pass "node4 died while the image came in: rank 1 back on node1, job on without node4, every message verified"
 
 # ---------------------------------------------------------------- dies when asked to restore
@@ -72,7 +65,7 @@ echo "$out" | grep -q "failed: restore: node node4 died (its daemon was lost); r
 node4_lost restoring
 out=$("$OMPI_MIGRATE" evacuate --job "$MPIRUN_PID" --node node3 2>&1) ||
     fail "evacuating node3 failed after node4 died: $out"
-job_verified restoring
+job_verified "$TMPD/restoring.out" restoring
 pass "node4 died before the restore: the move gave up at once, rank 2 back on node2, node3 then evacuated; every message verified"
 
 # ---------------------------------------------------------------- a spare killed outright
@@ -81,5 +74,5 @@ job killed
 sleep 2
 kill -0 "$MPIRUN_PID" 2>/dev/null || fail "the job ended when its spare node4 died: $(tail "$TMPD/killed.out")"
 node4_lost killed
-job_verified killed
+job_verified "$TMPD/killed.out" killed
 pass "a spare node killed outright: the job goes on and verifies every message"
