@@ -20,6 +20,7 @@
  *   crcp_migrate_repair.c     channels to a moving rank: made before, repaired after
  *   crcp_migrate_leave.c      the moving rank: leaving its node, rejoining the next
  *   crcp_migrate_tcp_rewire.c btl/tcp across a move: close, listen anew, new peer addresses
+ *   crcp_migrate_vader_leave.c btl/vader across a move: pairs that shared memory go tcp
  *   crcp_migrate_control.c    the control thread: commands from the node's side-car
  *   crcp_migrate_bypass.c     components whose traffic bypasses the PML (osc, coll/sm)
  */
@@ -179,6 +180,8 @@ void crcp_migrate_parked_wrap(mca_pml_base_module_t *pml);
 void crcp_migrate_parked_probed(struct ompi_message_t *message);
 void crcp_migrate_parked_received(struct ompi_message_t *message);
 void crcp_migrate_parked_sum(int64_t *bytes, int64_t *zero);
+int crcp_migrate_parked_retarget(int peer, mca_btl_base_module_t *from,
+                                 mca_btl_base_module_t *to, int *rgets);
 
 /* crcp_migrate_quiesce.c */
 struct crcp_migrate_quiesce_stats_t {
@@ -222,6 +225,13 @@ int crcp_migrate_rejoin(char *env, size_t envlen, char *addrs, size_t len, char 
 int crcp_migrate_tcp_leave(void);
 int crcp_migrate_tcp_rejoin(char *text, size_t len);
 int crcp_migrate_tcp_repair(int peer, const char *addrs);
+int crcp_migrate_tcp_endpoints(int peer, mca_btl_base_module_t **btls,
+                               struct mca_btl_base_endpoint_t **eps, int max);
+
+/* crcp_migrate_vader_leave.c */
+int crcp_migrate_vader_drop(int peer);
+int crcp_migrate_vader_leave(char *err, size_t len);
+void crcp_migrate_vader_fini(void);
 
 /* crcp_migrate_control.c */
 int crcp_migrate_control_start(void);

@@ -1,7 +1,8 @@
 /*
  * The moving rank: leaving its node before the dump, rejoining wherever it runs next.
  *
- * leave:  close the transports (btl/tcp connections and listeners) and leave the runtime
+ * leave:  close the transports (shared memory pairs go tcp, btl/tcp connections and
+ *         listeners close) and leave the runtime
  *         (PMIx_Finalize: its link to the node's PMIx server is a TCP connection and shared
  *         mappings of that server's files, neither of which can move). Called while the rank
  *         is quiesced, so no message is in flight to or from it.
@@ -62,26 +63,6 @@ static void release_pmix_key(void)
     }
 }
 
-static void find_shared_memory(const char *btl, struct mca_btl_base_endpoint_t *ep, void *arg)
-{
-    (void) ep;
-    if (0 == strcmp(btl, "vader") || 0 == strcmp(btl, "sm")) {
-        *(bool *) arg = true;
-    }
-}
-
-static bool uses_shared_memory(void)
-{
-    bool found = false;
-
-    for (int j = 0; j < crcp_migrate_state.nprocs; j++) {
-        if (j != crcp_migrate_state.me) {
-            crcp_migrate_transport_foreach(j, find_shared_memory, &found);
-        }
-    }
-    return found;
-}
-
 int crcp_migrate_leave(char *err, size_t len)
 {
     int rc;
@@ -89,13 +70,10 @@ int crcp_migrate_leave(char *err, size_t len)
     if (left) {
         return OMPI_SUCCESS;
     }
-    if (uses_shared_memory()) {
-        snprintf(err, len, "rank %d talks to a peer over shared memory (btl vader), which "
-                 "cannot move yet: start the job with --mca btl tcp,self",
-                 crcp_migrate_state.me);
-        return OMPI_ERR_NOT_SUPPORTED;
-    }
     double t0 = omig_ctl_now_ms(), t1;
+    if (OMPI_SUCCESS != (rc = crcp_migrate_vader_leave(err, len))) {
+        return rc;
+    }
     crcp_migrate_tcp_leave();
     t1 = omig_ctl_now_ms();
     if (OPAL_SUCCESS != (rc = opal_pmix.finalize())) {

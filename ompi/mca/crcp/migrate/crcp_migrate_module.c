@@ -82,6 +82,7 @@ static int enable(void)
 static void disable(void)
 {
     crcp_migrate_control_stop();
+    crcp_migrate_vader_fini();
     crcp_migrate_arrival_unwrap();
     mca_pml = crcp_migrate_state.pml;
     if (NULL != crcp_migrate_state.comm) {

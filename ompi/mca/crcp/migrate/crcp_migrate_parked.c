@@ -176,22 +176,11 @@ void crcp_migrate_parked_received(struct ompi_message_t *message)
     OPAL_THREAD_UNLOCK(&lock);
 }
 
-static void add_frag(const mca_pml_ob1_recv_frag_t *frag, int peer, int64_t *bytes,
-                     int64_t *zero)
-{
-    int64_t b;
-    bool z;
-
-    if (crcp_migrate_followup_owed(&frag->hdr, frag->segments, frag->num_segments, &b, &z)) {
-        bytes[peer] += b;
-        zero[peer] += z;
-    }
-}
+typedef void (*frag_fn)(mca_pml_ob1_recv_frag_t *frag, int peer, void *arg);
 
 /* frags_cant_match is a ring of heads, each the start of a ring of consecutive sequence
  * numbers (append_frag_to_ordered_list in pml_ob1_recvfrag.c). */
-static void add_cant_match(mca_pml_ob1_recv_frag_t *head, int peer, int64_t *bytes,
-                           int64_t *zero)
+static void walk_cant_match(mca_pml_ob1_recv_frag_t *head, int peer, frag_fn fn, void *arg)
 {
     mca_pml_ob1_recv_frag_t *h = head, *r;
 
@@ -199,10 +188,10 @@ static void add_cant_match(mca_pml_ob1_recv_frag_t *head, int peer, int64_t *byt
         return;
     }
     do {
-        add_frag(h, peer, bytes, zero);
+        fn(h, peer, arg);
         if (NULL != (r = h->range)) {
             do {
-                add_frag(r, peer, bytes, zero);
+                fn(r, peer, arg);
                 r = (mca_pml_ob1_recv_frag_t *) r->super.super.opal_list_next;
             } while (r != h->range);
         }
@@ -210,7 +199,8 @@ static void add_cant_match(mca_pml_ob1_recv_frag_t *head, int peer, int64_t *byt
     } while (h != head);
 }
 
-static void add_comm_queues(ompi_communicator_t *comm, int64_t *bytes, int64_t *zero)
+/* Every fragment of comm parked from `only` (any rank: -1), under its matching lock. */
+static void walk_comm_queues(ompi_communicator_t *comm, int only, frag_fn fn, void *arg)
 {
     mca_pml_ob1_comm_t *pml_comm = comm->c_pml_comm;
 
@@ -223,21 +213,40 @@ static void add_comm_queues(ompi_communicator_t *comm, int64_t *bytes, int64_t *
         mca_pml_ob1_recv_frag_t *frag;
         int peer;
 
-        if (NULL == proc || (peer = crcp_migrate_peer_of(comm, (int) i)) < 0) {
+        if (NULL == proc || (peer = crcp_migrate_peer_of(comm, (int) i)) < 0 ||
+            (only >= 0 && peer != only)) {
             continue;
         }
         OPAL_LIST_FOREACH(frag, &proc->unexpected_frags, mca_pml_ob1_recv_frag_t) {
-            add_frag(frag, peer, bytes, zero);
+            fn(frag, peer, arg);
         }
-        add_cant_match(proc->frags_cant_match, peer, bytes, zero);
+        walk_cant_match(proc->frags_cant_match, peer, fn, arg);
     }
     OPAL_THREAD_UNLOCK(&pml_comm->matching_lock);
+}
+
+struct sums {
+    int64_t *bytes, *zero;
+};
+
+static void add_frag(mca_pml_ob1_recv_frag_t *frag, int peer, void *arg)
+{
+    struct sums *s = arg;
+    int64_t b;
+    bool z;
+
+    if (crcp_migrate_followup_owed(&frag->hdr, frag->segments, frag->num_segments, &b, &z)) {
+        s->bytes[peer] += b;
+        s->zero[peer] += z;
+    }
 }
 
 /* bytes[j], zero[j] += what is parked from rank j. Probed messages are read before the queues:
  * one that moves from a queue to a probe in between is missed (safe), never counted twice. */
 void crcp_migrate_parked_sum(int64_t *bytes, int64_t *zero)
 {
+    struct sums s = { bytes, zero };
+
     OPAL_THREAD_LOCK(&lock);
     for (int i = 0; i < nprobed; i++) {
         bytes[probed[i].peer] += probed[i].bytes;
@@ -245,7 +254,62 @@ void crcp_migrate_parked_sum(int64_t *bytes, int64_t *zero)
     }
     opal_atomic_mb();
     for (int i = 0; i < ncomms; i++) {
-        add_comm_queues(comms[i], bytes, zero);
+        walk_comm_queues(comms[i], -1, add_frag, &s);
     }
     OPAL_THREAD_UNLOCK(&lock);
+}
+
+struct retarget {
+    mca_btl_base_module_t *from, *to;
+    int n, rgets;
+};
+
+/* ob1 answers a rendezvous over the BTL its first fragment came by, and reads an RGET's data
+ * with that BTL's RDMA get. A parked one from a peer whose BTL went away is moved to the new
+ * one; an RGET becomes a rendezvous without data and without the CONTIG/PIN offer of
+ * registered memory, so the receiver asks for everything by copy in/out (ob1's own fallback
+ * for a receive buffer it cannot read into, which senders of RGETs expect). */
+static void retarget_frag(mca_pml_ob1_recv_frag_t *frag, int peer, void *arg)
+{
+    struct retarget *r = arg;
+    mca_pml_ob1_hdr_t *wire = frag->segments[0].seg_addr.pval;
+    const uint8_t offer = MCA_PML_OB1_HDR_FLAGS_CONTIG | MCA_PML_OB1_HDR_FLAGS_PIN;
+
+    (void) peer;
+    if (frag->btl != r->from) {
+        return;
+    }
+    frag->btl = r->to;
+    r->n++;
+    if (MCA_PML_OB1_HDR_TYPE_RGET == frag->hdr.hdr_common.hdr_type) {
+        r->rgets++;
+        frag->hdr.hdr_common.hdr_type = wire->hdr_common.hdr_type = MCA_PML_OB1_HDR_TYPE_RNDV;
+        frag->hdr.hdr_common.hdr_flags &= (uint8_t) ~offer;
+        wire->hdr_common.hdr_flags &= (uint8_t) ~offer;
+        /* (a header longer than ob1's unexpected_limit had its own buffer, which ob1 frees
+         * only while seg_len says so: a few bytes lost once, rather than data made up) */
+        frag->segments[0].seg_len = sizeof(mca_pml_ob1_rendezvous_hdr_t);
+    }
+}
+
+/* Fragments parked from `peer` that came by BTL `from` now count as come by `to`; how many,
+ * and how many of them were RGETs. */
+int crcp_migrate_parked_retarget(int peer, mca_btl_base_module_t *from,
+                                 mca_btl_base_module_t *to, int *rgets)
+{
+    struct retarget r = { from, to, 0, 0 };
+
+    OPAL_THREAD_LOCK(&lock);
+    for (int i = 0; i < nprobed; i++) {
+        if (probed[i].peer == peer) {
+            const mca_pml_ob1_recv_request_t *req = probed[i].message->req_ptr;
+            retarget_frag(req->req_recv.req_base.req_addr, peer, &r);
+        }
+    }
+    for (int i = 0; i < ncomms; i++) {
+        walk_comm_queues(comms[i], peer, retarget_frag, &r);
+    }
+    OPAL_THREAD_UNLOCK(&lock);
+    *rgets = r.rgets;
+    return r.n;
 }

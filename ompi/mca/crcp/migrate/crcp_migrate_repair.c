@@ -58,6 +58,10 @@ static int repair_one(const char *line, size_t n, char *err, size_t len)
     if (peer == crcp_migrate_state.me) {
         return OMPI_SUCCESS;
     }
+    if (OMPI_SUCCESS != (rc = crcp_migrate_vader_drop(peer))) {
+        snprintf(err, len, "cannot move the shared memory channel to rank %d to tcp", peer);
+        return rc;
+    }
     rc = crcp_migrate_tcp_repair(peer, tcp + 4);
     if (OMPI_SUCCESS != rc) {
         snprintf(err, len, "cannot repair the tcp endpoints to rank %d (new addresses '%s')",

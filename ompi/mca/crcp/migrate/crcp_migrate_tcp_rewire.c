@@ -245,3 +245,24 @@ int crcp_migrate_tcp_repair(int peer, const char *addrs)
     OPAL_THREAD_UNLOCK(&proc->proc_lock);
     return OMPI_SUCCESS;
 }
+
+/* The btl/tcp endpoints to a peer, one per tcp module (made by add_procs for every rank, even
+ * one the BML reached by shared memory instead). */
+int crcp_migrate_tcp_endpoints(int peer, mca_btl_base_module_t **btls,
+                               struct mca_btl_base_endpoint_t **eps, int max)
+{
+    opal_process_name_t name = { .jobid = OMPI_PROC_MY_NAME->jobid, .vpid = (uint32_t) peer };
+    mca_btl_tcp_proc_t *proc;
+    int n = 0;
+
+    if (!tcp_found() || NULL == (proc = tcp.proc_lookup(&name))) {
+        return 0;
+    }
+    OPAL_THREAD_LOCK(&proc->proc_lock);
+    for (size_t i = 0; i < proc->proc_endpoint_count && n < max; i++, n++) {
+        eps[n] = proc->proc_endpoints[i];
+        btls[n] = &eps[n]->endpoint_btl->super;
+    }
+    OPAL_THREAD_UNLOCK(&proc->proc_lock);
+    return n;
+}
