@@ -2,7 +2,8 @@
 # Coordinated checkpoint and restart (`ompi-migrate checkpoint`, `restart`), for real: torture
 # (every message checked, a fixed number of rounds, so an undisturbed run's totals are the
 # expected result) as 6 ranks on 3 nodes;
-#   - checkpointed 3 times while it runs (the store keeps all three, 0700/0600, a manifest each,
+#   - checkpointed 3 times (ranks of a node sharing memory: the first checkpoint moves those
+#     pairs to tcp) while it runs (the store keeps all three, 0700/0600, a manifest each,
 #     latest -> the third; the 2nd and 3rd incremental: only the pages that changed), killed,
 #     restarted from the latest on node2 + node3 only (its pages rebuilt from the chain): it
 #     finishes with every message verified and the undisturbed run's totals;
@@ -46,12 +47,12 @@ same_result() { # same_result WHAT OUT: the run ended as the undisturbed one did
 }
 
 # ---------------------------------------------------------------- undisturbed
-omig_mpirun --mca crcp migrate --mca btl tcp,self -np 6 "${TORTURE[@]}" \
+omig_mpirun --mca crcp migrate -np 6 "${TORTURE[@]}" \
     >"$TMPD/plain.out" 2>&1 || fail "undisturbed run failed: $(tail "$TMPD/plain.out")"
 expect=$(totals "$TMPD/plain.out") || fail "undisturbed run: no RESULT ok: $(tail "$TMPD/plain.out")"
 
 # ---------------------------------------------------------------- 3 checkpoints, kill, restart
-omig_mpirun_bg "$TMPD/a.out" --mca crcp migrate --mca btl tcp,self -np 6 "${TORTURE[@]}"
+omig_mpirun_bg "$TMPD/a.out" --mca crcp migrate -np 6 "${TORTURE[@]}"     # shared memory too
 job_started 6
 for i in 1 2 3; do
     sleep 1

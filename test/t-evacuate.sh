@@ -1,6 +1,6 @@
 #!/bin/bash
 # Evacuating a node (`ompi-migrate evacuate`), for real: torture (every message checked, 32 MiB
-# of verified ballast per rank) runs as 6 ranks on 3 nodes;
+# of verified ballast per rank) runs as 6 ranks on 3 nodes, ranks of a node sharing memory;
 #   - one migration (rank 2 node2 -> node1 and back) as the reference, then node2 is evacuated:
 #     its 2 ranks move in parallel to the nodes with the most free slots; the report gives the
 #     evacuation's time next to the single migration's;
@@ -19,7 +19,7 @@ ranks_on() { "$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk -v n="$1" '$2 == n
 json_num() { grep -o "\"$1\":[0-9.]*" | head -1 | cut -d: -f2; }
 evacuate() { "$OMPI_MIGRATE" evacuate --job "$MPIRUN_PID" --json "$@" 2>&1; }
 
-omig_mpirun_bg "$TMPD/torture.out" --mca crcp migrate --mca btl tcp,self -np 6 \
+omig_mpirun_bg "$TMPD/torture.out" --mca crcp migrate -np 6 \
     "$MPI_BIN/torture" -d 600 -m 32
 wait_job_ready "$MPIRUN_PID" 6
 

@@ -1,16 +1,20 @@
 #!/bin/bash
 # Live migration of MPI ranks (`ompi-migrate migrate`), for real: torture (every message with a
 # checksum and sequence number, all kinds of traffic, a verified memory ballast) runs as 6
-# ranks on 3 nodes while ranks move between nodes at random moments:
+# ranks on 3 nodes, with Open MPI's BTLs (the two ranks of a node share memory until one of
+# them moves), while ranks move between nodes at random moments:
 #   - rank 1 node1 -> node2, rank 4 -> node1, rank 1 back to node1, then random ranks (rank 0
 #     among them) to random nodes: 20 moves (the short version of
 #     benchmarks/migrate-torture.sh); every message verified, the job exits 0, and rank 0's
 #     output reaches mpirun after rank 0 moved;
+#   - rendezvous parked across a move, shared memory and tcp: `inflight` keeps large
+#     transfers, unmatched rendezvous (RGETs over shared memory) and windows of small messages
+#     between all pairs while 10 ranks move; every message arrives whole;
 #   - stdin follows rank 0: lines typed into mpirun before, between and after two moves of
 #     rank 0 reach it (stdin_bcast: every rank's checksum of the lines is the one computed
 #     here);
 #   - refused requests (unknown job, rank, node; the rank's own node; a job without the
-#     plugin) leave the job untouched;
+#     plugin; a rank reached only by shared memory) leave the job untouched;
 #   - a CRIU that is missing or too old (on the rank's node or on the target) is refused
 #     before anything is frozen, and so is a checkpoint; once the binary is fixed, the same
 #     job's rank moves;
@@ -19,7 +23,7 @@
 #   - a moved rank that is killed aborts the job like any rank death, naming its new node.
 . "$(dirname "$0")/lib.sh"
 cluster_up 3
-ARGS=(--mca crcp migrate --mca btl tcp,self)
+ARGS=(--mca crcp migrate)     # Open MPI's BTLs: ranks of a node share memory (vader)
 TMPD=$(mktemp -d)
 STORE=$(mktemp -d /var/tmp/omig-migrate.XXXXXX)     # a checkpoint store every node sees
 IMAGES=/tmp/ompi-migrate-$(id -u)/images           # on each node, in its private /tmp
@@ -60,6 +64,27 @@ job_verified "$TMPD/torture.out" "after $n moves"
 pass "$n moves (ranks $(for m in "${moves[@]}"; do echo -n "${m%% *} "; done)) under checked traffic: $(grep '^RESULT' "$TMPD/torture.out"); downtimes (ms):$down"
 pass "rank 0 moved and its output (RESULT) still reached mpirun"
 
+# ---------------------------------------------------------------- parked rendezvous, 10 moves
+# Each move drops the mover's shared memory pairs: rendezvous parked on either side of such a
+# pair (RGETs: the sender's memory was to be read in place) are answered over tcp instead.
+omig_mpirun_bg "$TMPD/inflight.out" "${ARGS[@]}" --mca crcp_migrate_verbose 10 -np 6 \
+    "$MPI_BIN/inflight" -m 16
+wait_job_ready "$MPIRUN_PID" 6
+for i in $(seq 1 10); do
+    r=$(rnd 6)
+    to=$(for k in node1 node2 node3; do [ "$k" = "$(node_of "$MPIRUN_PID" "$r")" ] || echo $k; done | shuf -n1)
+    sleep "0.$(rnd 10)"
+    out=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank "$r" --to "$to" 2>&1) ||
+        fail "inflight: move $i (rank $r to $to) failed: $out"
+done
+kill -USR1 "$MPIRUN_PID"
+wait "$MPIRUN_PID" || fail "inflight failed after 10 moves: $(tail "$TMPD/inflight.out")"
+MPIRUN_PID=
+grep -q '^RESULT ok .*errors=0' "$TMPD/inflight.out" || fail "inflight: $(tail -3 "$TMPD/inflight.out")"
+moved=$(sed -n 's/.*(\([0-9]*\) parked fragments moved to tcp, \([0-9]*\) RGETs.*/\1 \2/p' "$TMPD/inflight.out" |
+        awk '{f += $1; g += $2} END {print f + 0 " parked fragments, " g + 0 " RGETs"}')
+pass "10 moves under large, parked and small transfers: $(grep '^RESULT' "$TMPD/inflight.out" | cut -d' ' -f2-6); shared memory pairs dropped moved $moved to tcp"
+
 # ---------------------------------------------------------------- refused requests
 omig_mpirun_bg "$TMPD/refused.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
 wait_job_ready "$MPIRUN_PID" 6
@@ -86,7 +111,15 @@ refused "job without the plugin" "the job was not started with --mca crcp migrat
 kill -USR1 "$MPIRUN_PID"
 wait "$MPIRUN_PID" || fail "the job without the plugin failed: $(tail "$TMPD/plain.out")"
 MPIRUN_PID=
-pass "refused, job untouched and correct: unknown job, rank, node; the rank's own node; a job without the plugin"
+# Shared memory only: nothing can carry rank 1's channel to rank 0 once it left node1.
+omig_mpirun_bg "$TMPD/shm.out" "${ARGS[@]}" --mca btl vader,self --host node1:2,node2:1 -np 2 \
+    "$MPI_BIN/torture" -d 600
+wait_job_ready "$MPIRUN_PID" 2
+refused "shared memory only" "rank 1 reaches rank 0 only by shared memory, which cannot move: keep tcp among the job's BTLs" \
+    --job "$MPIRUN_PID" --rank 1 --to node2
+[ "$(node_of "$MPIRUN_PID" 1)" = node1 ] || fail "shared memory only: rank 1 left node1"
+job_verified "$TMPD/shm.out" "after the refused move of a shared-memory-only rank"
+pass "refused, job untouched and correct: unknown job, rank, node; the rank's own node; a job without the plugin; a rank reached only by shared memory"
 
 # ---------------------------------------------------------------- CRIU missing or too old
 # The daemons of a move ask their CRIU's version when the move is prepared (the rank's at
