@@ -9,7 +9,8 @@ set -euo pipefail
 
 PACKAGES=(openmpi-bin libopenmpi-dev libpmix-dev libhwloc-dev pkg-config autoconf automake
           libtool make gcc iproute2 nftables util-linux procps dpkg-dev xz-utils python3
-          hpcc)     # hpcc: an unmodified MPI application from Debian, for the tests
+          hpcc      # an unmodified MPI application from Debian, for the tests
+          gnuplot-nox)   # the benchmarks' plots
 
 install_packages() {
     local missing=() p
