@@ -7,16 +7,44 @@
 # run with the same transport (`ompi-migrate image send` of a file of that size node1 -> node2).
 # usage: benchmarks/downtime.sh [SIZES_MIB] [RATES]    defaults "64 256 1024", "0.001 0.01 0.1"
 # Strategies: stop-and-copy (dump, transfer, restore), the only one built so far.
-# Prints a table; writes downtime.csv and (with gnuplot) downtime.png in $OMIG_BUILDDIR/benchmarks.
+# Prints a table; writes downtime.csv and (with gnuplot) downtime.png in
+# $OMIG_BUILDDIR/benchmarks/out. `downtime.sh --plot CSV PNG` only draws an earlier run's CSV.
 set -euo pipefail
 . "$(dirname "$0")/../test/lib.sh"
 SIZES=${1:-64 256 1024}
 RATES=${2:-0.001 0.01 0.1}
 STRATEGIES="stop-and-copy"
-OUTDIR=$OMIG_BUILDDIR/benchmarks
-BIN=$OUTDIR/dirty
+OUTDIR=$OMIG_BUILDDIR/benchmarks/out
+BIN=$OMIG_BUILDDIR/benchmarks/dirty
 CSV=$OUTDIR/downtime.csv
 BW=/tmp/omig-bandwidth            # in each node's private /tmp
+# plot CSV PNG: downtime against size, one line per strategy (median over the rates), the
+# bound drawn.
+plot() {
+    local csv=$1 png=$2 dat plots="" sizes strategies
+    command -v gnuplot >/dev/null || { echo "png: gnuplot not installed (scripts/setup.sh installs it)"; return 0; }
+    dat=$(mktemp -d)
+    sizes=$(awk -F, 'NR > 1 {print $1}' "$csv" | sort -nu)
+    strategies="$(awk -F, 'NR > 1 {print $3}' "$csv" | sort -u) bound"
+    for strategy in $strategies; do
+        for size in $sizes; do
+            awk -F, -v s="$size" -v st="$strategy" \
+                'NR > 1 && $1 == s {print (st == "bound" ? $9 : ($3 == st ? $4 : ""))}' "$csv" |
+                grep . | median | sed "s/^/$size /"
+        done >"$dat/$strategy"
+        plots="$plots\"$dat/$strategy\" using 1:2 with linespoints title \"$strategy\","
+    done
+    gnuplot -e "set terminal pngcairo size 800,500; set output '$png'; set logscale x 2;
+        set xlabel 'resident MiB of the moving rank'; set ylabel 'downtime (ms)';
+        set key top left; set grid; plot ${plots%,}"
+    rm -rf "$dat"
+    echo "png: $png"
+}
+if [ "${1:-}" = --plot ]; then
+    plot "$2" "$3"
+    exit 0
+fi
+mkdir -p "$OUTDIR"
 mpicc -O2 -o "$BIN" "$OMIG_SRCDIR/benchmarks/dirty.c"
 cluster_up 3
 trap 'for n in node1 node2; do "$CLUSTER" exec $n rm -rf $BW; done; cluster_cleanup' EXIT
@@ -78,19 +106,4 @@ for size in $SIZES; do
 done
 echo "csv: $CSV"
 
-command -v gnuplot >/dev/null || { echo "png: gnuplot not installed (apt-get install gnuplot-nox)"; exit 0; }
-# Downtime against size, one line per strategy (median over the rates), the bound drawn.
-for strategy in $STRATEGIES bound; do
-    for size in $SIZES; do
-        col=$([ $strategy = bound ] && echo 9 || echo 4)
-        v=$(awk -F, -v s="$size" -v st="$strategy" -v c="$col" \
-            'NR > 1 && $1 == s && (st == "bound" || $3 == st) {print $c}' "$CSV" | median)
-        echo "$size $v"
-    done >"$OUTDIR/downtime-$strategy.dat"
-done
-plots=$(for s in $STRATEGIES bound; do printf '"%s" using 1:2 with linespoints title "%s",' \
-    "$OUTDIR/downtime-$s.dat" "$s"; done)
-gnuplot -e "set terminal pngcairo size 800,500; set output '$OUTDIR/downtime.png';
-    set logscale x 2; set xlabel 'resident MiB of the moving rank'; set ylabel 'downtime (ms)';
-    set key top left; set grid; plot ${plots%,}"
-echo "png: $OUTDIR/downtime.png"
+plot "$CSV" "$OUTDIR/downtime.png"
