@@ -49,7 +49,6 @@ mpicc -O2 -o "$BIN" "$OMIG_SRCDIR/benchmarks/dirty.c"
 cluster_up 3
 trap 'for n in node1 node2; do "$CLUSTER" exec $n rm -rf $BW; done; cluster_cleanup' EXIT
 N2_IP=$("$CLUSTER" ip node2)
-json_num() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
 
 # link_mbps MIB: MB/s of the image transport node1 -> node2 for one file of MIB MiB
 link_mbps() {
@@ -81,7 +80,7 @@ migrate() {
         { kill "$MPIRUN_PID"; fail "move of a $1 MiB rank failed: $j"; }
     job_verified "$out" "$1 MiB, rate $2"
     for k in downtime_ms total_ms bytes dump_ms transfer_ms restore_ms; do
-        echo -n "$(echo "$j" | json_num $k) "
+        echo -n "$(echo "$j" | json_nums $k) "
     done
     echo
 }

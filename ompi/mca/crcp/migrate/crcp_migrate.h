@@ -208,6 +208,8 @@ int crcp_migrate_transport_init(void);
 bool crcp_migrate_transport_idle(int peer, char *text, size_t len);
 bool crcp_migrate_transport_tcp(struct mca_btl_base_endpoint_t *ep, char *text, size_t len);
 bool crcp_migrate_transport_vader(struct mca_btl_base_endpoint_t *ep, char *text, size_t len);
+struct mca_btl_vader_component_t;
+struct mca_btl_vader_component_t *crcp_migrate_vader_component(void);
 typedef void (*crcp_migrate_endpoint_fn)(const char *btl, struct mca_btl_base_endpoint_t *ep,
                                          void *arg);
 void crcp_migrate_transport_foreach(int peer, crcp_migrate_endpoint_fn fn, void *arg);

@@ -82,7 +82,7 @@ int crcp_migrate_leave(char *err, size_t len)
     }
     release_pmix_key();
     left = true;
-    CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d left %s (tcp %.3f ms, PMIx %.3f ms)",
+    CRCP_MIGRATE_VERBOSE(10, "crcp:migrate: rank %d left %s (transports %.3f ms, PMIx %.3f ms)",
                          crcp_migrate_state.me, opal_process_info.nodename, t1 - t0,
                          omig_ctl_now_ms() - t1);
     return OMPI_SUCCESS;

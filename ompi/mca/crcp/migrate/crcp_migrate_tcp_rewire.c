@@ -209,15 +209,21 @@ static bool parse_address(const char *text, int k, mca_btl_tcp_addr_t *a)
     return true;
 }
 
+static mca_btl_tcp_proc_t *tcp_proc_of(int peer)
+{
+    opal_process_name_t name = { .jobid = OMPI_PROC_MY_NAME->jobid, .vpid = (uint32_t) peer };
+
+    return tcp_found() ? tcp.proc_lookup(&name) : NULL;
+}
+
 /* A peer moved: its addresses change in place (endpoints point into them; accept checks a
  * connecting peer's source address against them) and its connections close. */
 int crcp_migrate_tcp_repair(int peer, const char *addrs)
 {
-    opal_process_name_t name = { .jobid = OMPI_PROC_MY_NAME->jobid, .vpid = (uint32_t) peer };
-    mca_btl_tcp_proc_t *proc;
+    mca_btl_tcp_proc_t *proc = tcp_proc_of(peer);
     int k = 0;
 
-    if (!tcp_found() || NULL == (proc = tcp.proc_lookup(&name))) {
+    if (NULL == proc) {
         return OMPI_SUCCESS;     /* no tcp path to it: nothing to repair */
     }
     OPAL_THREAD_LOCK(&proc->proc_lock);
@@ -251,11 +257,10 @@ int crcp_migrate_tcp_repair(int peer, const char *addrs)
 int crcp_migrate_tcp_endpoints(int peer, mca_btl_base_module_t **btls,
                                struct mca_btl_base_endpoint_t **eps, int max)
 {
-    opal_process_name_t name = { .jobid = OMPI_PROC_MY_NAME->jobid, .vpid = (uint32_t) peer };
-    mca_btl_tcp_proc_t *proc;
+    mca_btl_tcp_proc_t *proc = tcp_proc_of(peer);
     int n = 0;
 
-    if (!tcp_found() || NULL == (proc = tcp.proc_lookup(&name))) {
+    if (NULL == proc) {
         return 0;
     }
     OPAL_THREAD_LOCK(&proc->proc_lock);

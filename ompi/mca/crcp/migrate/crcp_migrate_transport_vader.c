@@ -35,13 +35,21 @@ static bool fbox_out_unread(struct mca_btl_base_endpoint_t *ep)
     return NULL != ep->fbox_out.buffer && ep->fbox_out.startp[0] != ep->fbox_out.end;
 }
 
-static int my_fifo_busy(void)
+/* btl/vader is loaded after this component (NULL when the job does not use it). */
+mca_btl_vader_component_t *crcp_migrate_vader_component(void)
 {
     static mca_btl_vader_component_t *component = NULL;
 
     if (NULL == component) {
         component = dlsym(RTLD_DEFAULT, "mca_btl_vader_component");
     }
+    return component;
+}
+
+static int my_fifo_busy(void)
+{
+    mca_btl_vader_component_t *component = crcp_migrate_vader_component();
+
     if (NULL == component || NULL == component->my_fifo) {
         return -1;
     }

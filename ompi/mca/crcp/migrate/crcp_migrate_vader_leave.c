@@ -211,7 +211,7 @@ static int privatize_segments(char *err, size_t len)
 /* The mover, at LEAVE: no pair of it shares memory any more. */
 int crcp_migrate_vader_leave(char *err, size_t len)
 {
-    mca_btl_vader_component_t *vc = dlsym(RTLD_DEFAULT, "mca_btl_vader_component");
+    mca_btl_vader_component_t *vc = crcp_migrate_vader_component();
     mca_btl_base_module_t *btls[MAX_TCP];
     struct mca_btl_base_endpoint_t *eps[MAX_TCP];
     int rc = OMPI_SUCCESS;
@@ -248,7 +248,7 @@ int crcp_migrate_vader_leave(char *err, size_t len)
 /* vader unlinks its segment file when the BTLs close, after this component is gone. */
 void crcp_migrate_vader_fini(void)
 {
-    mca_btl_vader_component_t *vc = dlsym(RTLD_DEFAULT, "mca_btl_vader_component");
+    mca_btl_vader_component_t *vc = crcp_migrate_vader_component();
     int fd;
 
     if (segment_unlinked && NULL != vc &&
