@@ -5,15 +5,18 @@
 # message. The bound is what had to cross the link while the rank was stopped (for
 # stop-and-copy: the whole image) divided by the bandwidth of that link, measured in the same
 # run with the same transport (`ompi-migrate image send` of a file of that size node1 -> node2).
-# usage: benchmarks/downtime.sh [SIZES_MIB] [RATES]    defaults "64 256 1024", "0.001 0.01 0.1"
-# Strategies: stop-and-copy (dump, transfer, restore), the only one built so far.
+# usage: benchmarks/downtime.sh [SIZES_MIB] [RATES] [STRATEGIES]
+#        defaults "64 256 1024", "0.001 0.01 0.1", "copy stream"
+# Strategies (ompi-migrate migrate --strategy): copy (dump to local images, send them, restore)
+# and stream (the dump sends the pages to the new node's CRIU page server, the rest follows);
+# both stop the rank for the whole image.
 # Prints a table; writes downtime.csv and (with gnuplot) downtime.png in
 # $OMIG_BUILDDIR/benchmarks/out. `downtime.sh --plot CSV PNG` only draws an earlier run's CSV.
 set -euo pipefail
 . "$(dirname "$0")/../test/lib.sh"
 SIZES=${1:-64 256 1024}
 RATES=${2:-0.001 0.01 0.1}
-STRATEGIES="stop-and-copy"
+STRATEGIES=${3:-copy stream}
 OUTDIR=$OMIG_BUILDDIR/benchmarks/out
 BIN=$OMIG_BUILDDIR/benchmarks/dirty
 CSV=$OUTDIR/downtime.csv
@@ -68,7 +71,7 @@ link_mbps() {
     rm -f "$out"
 }
 
-# migrate SIZE RATE: one job, one move; prints its report's
+# migrate SIZE RATE STRATEGY: one job, one move; prints its report's
 # "downtime_ms total_ms bytes dump_ms transfer_ms restore_ms"
 migrate() {
     local out=$OUTDIR/downtime-job.out j
@@ -76,7 +79,8 @@ migrate() {
         "$BIN" -m "$1" -r "$2"
     wait_job_ready "$MPIRUN_PID" 2
     sleep 3                                  # dirtying under way
-    j=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 1 --to node2 --json) ||
+    j=$("$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 1 --to node2 --strategy "$3" \
+        --json) ||
         { kill "$MPIRUN_PID"; fail "move of a $1 MiB rank failed: $j"; }
     job_verified "$out" "$1 MiB, rate $2"
     for k in downtime_ms total_ms bytes dump_ms transfer_ms restore_ms; do
@@ -91,8 +95,8 @@ printf '%-5s %-6s %-14s %9s %9s %11s %9s %9s %6s %8s %8s %8s\n' MiB rate strateg
 for size in $SIZES; do
     for rate in $RATES; do
         for strategy in $STRATEGIES; do
-            read -r down total bytes dump xfer restore <<<"$(migrate "$size" "$rate")"
-            stopped=$bytes                   # stop-and-copy: every byte moves while stopped
+            read -r down total bytes dump xfer restore <<<"$(migrate "$size" "$rate" "$strategy")"
+            stopped=$bytes                   # both stop-and-copy: every byte moves while stopped
             mbps=$(link_mbps $((stopped >> 20 > 0 ? stopped >> 20 : 1)))
             line=$(awk -v s="$size" -v r="$rate" -v st="$strategy" -v d="$down" -v t="$total" \
                        -v b="$bytes" -v sb="$stopped" -v bw="$mbps" -v p="$dump,$xfer,$restore" 'BEGIN {

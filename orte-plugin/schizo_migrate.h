@@ -49,6 +49,7 @@ struct mca_schizo_migrate_params_t {
     int timeout;        /* seconds mpirun waits for every rank to answer a request */
     int move_timeout;   /* seconds mpirun waits for a dump+transfer, a restore or a rollback */
     char *fail;         /* tests only: "PHASE:RANK,..." phases that fail on purpose */
+    char *strategy;     /* a move's default: "copy" or "stream" */
     bool plain;         /* also move processes without the plugin (not MPI ranks) */
     int checkpoint_interval;    /* seconds between periodic checkpoints (0: none) */
     char *checkpoint_dir;       /* their store */

@@ -35,10 +35,19 @@ static int schizo_migrate_register(void)
         "transfer of the image, restore, restore on the old node after a failure) before it "
         "gives the phase up and rolls the migration back", MCA_BASE_VAR_TYPE_INT, NULL, 0, 0,
         OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.move_timeout);
+    mca_schizo_migrate_params.strategy = "copy";
+    (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
+        "strategy", "How a migration moves a rank's memory when `ompi-migrate migrate` names "
+        "no --strategy: copy (dump to images on the old node, then send them; a failure "
+        "anywhere before the restore puts the rank back) or stream (the pages go to the new "
+        "node's CRIU page server during the dump: shorter downtime, but a failure after the "
+        "dump loses the rank)", MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9,
+        MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.strategy);
     mca_schizo_migrate_params.fail = NULL;
     (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "fail",
         "For tests only: make phases of a migration fail on purpose, as a comma-separated list "
-        "of PHASE:RANK (PHASE: dump, transfer, restore; die_receiving, die_restoring: the target "
+        "of PHASE:RANK (PHASE: dump, transfer (streamed: the page stream breaks as the dump "
+        "starts), restore; die_receiving, die_restoring: the target "
         "node's daemon dies while the image comes in, or when asked to restore it; e.g. "
         "\"restore:3\")",
         MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9, MCA_BASE_VAR_SCOPE_READONLY,

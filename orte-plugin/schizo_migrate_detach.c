@@ -54,6 +54,7 @@ struct migrant {
     bool detached, exited, rollback_asked, stdin_open;
     bool watching;                  /* our watch, not ORTE's tracker, reaps it */
     bool left;                      /* it left the runtime: it must rejoin to run on here */
+    bool stream;                    /* its pages go to the new node during the dump */
     unsigned long ctl_ino;          /* its end of the control link (LEFT says) */
     int status;
     char addr[64];
@@ -288,13 +289,24 @@ static void continue_here(struct migrant *mg)
     }
 }
 
+/* A streamed dump left no pages here: the rank's memory is on the new node only. */
+static void streamed_away(struct migrant *mg)
+{
+    char why[256];
+
+    snprintf(why, sizeof(why), "its memory was streamed to the new node during the dump "
+             "(strategy stream), so %s holds no full image to restore", node_name());
+    mg->watching = false;
+    restored_here(mg, -1, why, 0, 0, "");
+}
+
 static void roll_back(struct migrant *mg)
 {
     mg->phase = MG_ROLLING_BACK;
     if (!mg->work.dumped) {
         continue_here(mg);
     } else {
-        when_quiet(mg, restore_here);
+        when_quiet(mg, mg->work.stream ? streamed_away : restore_here);
     }
 }
 
@@ -361,6 +373,7 @@ static int dump_prepare(struct migrant *mg)
     snprintf(w->dir, sizeof(w->dir), "%s", mg->dir);
     snprintf(w->addr, sizeof(w->addr), "%s", mg->addr);
     w->port = mg->port;
+    w->stream = mg->stream;
     w->fail_dump = schizo_migrate_fault("dump", mg->proc->name.vpid);
     w->fail_transfer = schizo_migrate_fault("transfer", mg->proc->name.vpid);
     return 0;
@@ -434,6 +447,7 @@ static void on_evict(const struct schizo_migrate_msg *m)
     mg->evict_open = true;
     mg->t0 = omig_ctl_now_ms();
     mg->stdin_open = 0 != schizo_migrate_kv_num(m->text, "stdin", 0);
+    mg->stream = 0 != schizo_migrate_kv_num(m->text, "stream", 0);
     (void) schizo_migrate_kv(m->text, "addr", mg->addr, sizeof(mg->addr));
     (void) schizo_migrate_kv(m->text, "port", port, sizeof(port));
     mg->port = (uint16_t) atoi(port);

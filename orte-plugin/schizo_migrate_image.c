@@ -228,9 +228,9 @@ static void dump_error(struct schizo_migrate_work *w, int rc, const char *why)
     }
 }
 
-/* CRIU dumps the rank into w->dir; its ttys and control link are external (the restoring
- * daemon plugs new ones in). 0, or -1 with w->err. */
-static int dump(struct schizo_migrate_work *w, bool leave_running)
+/* CRIU dumps the rank into w->dir (its pages down ps_socket instead, if > 2); its ttys and
+ * control link are external (the restoring daemon plugs new ones in). 0, or -1 with w->err. */
+static int dump(struct schizo_migrate_work *w, bool leave_running, int ps_socket)
 {
     const char *external[5] = { NULL };
     char why[sizeof(w->err) - 80], ctl[32];
@@ -249,6 +249,7 @@ static int dump(struct schizo_migrate_work *w, bool leave_running)
     struct omig_dump_opts d = {
         .pid = w->pid, .image_dir = w->dir, .leave_running = leave_running, .shell_job = 1,
         .tcp_established = 1, .network_lock_nftables = 1, .external = external,
+        .ps_socket = ps_socket,
     };
     if (w->fail_dump) {
         snprintf(w->err, sizeof(w->err), "dump: failed on purpose (schizo_migrate_fail)");
@@ -262,39 +263,78 @@ static int dump(struct schizo_migrate_work *w, bool leave_running)
     return 0;
 }
 
+/* The connection for a streamed move: the new node's page server takes the pages during the
+ * dump. A failure here leaves the rank untouched. -1 with w->err, or the socket. */
+static int stream_open(struct schizo_migrate_work *w)
+{
+    char why[sizeof(w->err) - 16];
+    int sock = omig_xfer_connect(w->addr, w->port, 2000, OMIG_XFER_PAGES_FIRST, why,
+                                 sizeof(why));
+
+    if (sock < 0) {
+        snprintf(w->err, sizeof(w->err), "transfer: %s", why);
+    } else if (w->fail_transfer) {
+        shutdown(sock, SHUT_RDWR);      /* the dump then fails on its first page */
+    }
+    return sock;
+}
+
 /* A move: dump (CRIU kills the rank at the end: the image is the rank now), then send the
- * images. */
+ * images. Streamed, the pages leave during the dump and only the rest follows: no copy of the
+ * memory is kept here, so from the dump's end on no rollback is possible. */
 static void do_dump_send(struct schizo_migrate_work *w)
 {
     char why[sizeof(w->err) - 16];
     pid_t ids[SCHIZO_MIGRATE_MAX_TIDS];
     int nids = schizo_migrate_local_tids(w->pid, ids, SCHIZO_MIGRATE_MAX_TIDS);
+    int sock = -1, rc;
     double t0;
 
-    if (0 != dump(w, false)) {
+    if (w->stream && (sock = stream_open(w)) < 0) {
         return;
+    }
+    struct omig_xfer_flusher flusher = { .running = 0 };
+    if (sock >= 0) {
+        (void) omig_xfer_flusher_start(&flusher, sock);     /* without it: 200 ms more */
+    }
+    rc = dump(w, false, sock);
+    omig_xfer_flusher_stop(&flusher);
+    if (0 != rc && sock >= 0 && NULL != strstr(w->err, "page-xfer")) {
+        /* The rank runs on, whichever end broke the stream. */
+        snprintf(why, sizeof(why), "%s", w->err + strlen("dump: "));
+        snprintf(w->err, sizeof(w->err), "transfer: the page stream to %s broke during the "
+                 "dump: %s", w->addr, why);
+    }
+    if (0 != rc) {
+        goto out;
     }
     w->dumped = true;
     schizo_migrate_local_pid_hold(ids, nids);  /* for the restore, and a rollback's */
-    if (w->fail_transfer) {
+    if (w->fail_transfer && sock < 0) {
         snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
-        return;
+        goto out;
     }
     t0 = omig_ctl_now_ms();
     /* The receiver listens since PREPARE: a refused connection is no startup race to wait
      * out, but a receiver that is gone (its daemon ending): do not insist. */
-    if (0 != omig_xfer_send(w->dir, w->addr, w->port, 2000, &w->st, why, sizeof(why))) {
+    rc = sock >= 0 ? omig_xfer_send_on(sock, w->dir, &w->st, why, sizeof(why))
+                   : omig_xfer_send(w->dir, w->addr, w->port, 2000, &w->st, why, sizeof(why));
+    if (0 != rc) {
         snprintf(w->err, sizeof(w->err), "transfer: %s", why);
-        return;
+        goto out;
     }
     w->transfer_ms = elapsed_ms(t0);
     w->rc = 0;
+out:
+    if (sock >= 0) {
+        close(sock);
+    }
 }
 
 /* A checkpoint: the rank runs on after the dump. */
 static void do_dump(struct schizo_migrate_work *w)
 {
-    w->rc = dump(w, true);
+    w->rc = dump(w, true, -1);
     w->dumped = 0 == w->rc;
 }
 
@@ -319,16 +359,53 @@ static void die(void)
     raise(SIGKILL);
 }
 
+/* The size and number of the files in dir. */
+static void dir_size(const char *dir, struct omig_xfer_stats *st)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    struct stat sb;
+
+    while (NULL != d && NULL != (e = readdir(d))) {
+        if (0 == fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) && S_ISREG(sb.st_mode)) {
+            st->files++;
+            st->bytes += (uint64_t) sb.st_size;
+        }
+    }
+    if (NULL != d) {
+        closedir(d);
+    }
+}
+
+/* The images: the pages first, through CRIU's page server, when the sender streams them. */
 static void do_recv(struct schizo_migrate_work *w)
 {
     struct pollfd p = { .fd = w->lfd, .events = POLLIN };
+    struct omig_xfer_stats pages = { 0 };
+    char why[sizeof(w->err) - 16];
+    uint32_t flags = 0;
+    int sock;
 
     if (w->die_receiving && poll(&p, 1, w->timeout_ms) > 0) {
         (void) accept(w->lfd, NULL, NULL);
         usleep(50000);                  /* the first bytes of the image are on their way */
         die();
     }
-    w->rc = omig_xfer_recv(w->lfd, w->dir, w->timeout_ms, &w->st, w->err, sizeof(w->err));
+    if ((sock = omig_xfer_accept(w->lfd, w->timeout_ms, &flags, w->err, sizeof(w->err))) < 0) {
+        return;
+    }
+    if (flags & OMIG_XFER_PAGES_FIRST) {
+        if (0 != omig_criu_page_server(sock, w->dir, why, sizeof(why))) {
+            snprintf(w->err, sizeof(w->err), "pages: %s", why);
+            close(sock);
+            return;
+        }
+        dir_size(w->dir, &pages);
+    }
+    w->rc = omig_xfer_recv_on(sock, w->dir, &w->st, w->err, sizeof(w->err));
+    w->st.bytes += pages.bytes;
+    w->st.files += pages.files;
+    close(sock);
 }
 
 /* Restored stopped, as a child of this daemon (CRIU's sibling): the daemon registers its

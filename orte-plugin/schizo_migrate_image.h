@@ -53,6 +53,7 @@ struct schizo_migrate_work {
     unsigned long ctl_ino;              /* DUMP*: so is its control link, if any */
     char addr[64];                      /* DUMP_SEND: the receiver */
     uint16_t port;
+    bool stream;                        /* DUMP_SEND: pages go during the dump (page server) */
     int lfd;                            /* RECV: listening socket */
     char parent[64];                    /* SUMS: the previous checkpoint ("": store whole) */
     int timeout_ms;                     /* RECV: wait for the sender */

@@ -56,6 +56,7 @@ struct move {
     bool committed;                 /* the rank runs on B */
     bool ended;                     /* moved, or rolled back / failed */
     char inspected[400], evicted[512];
+    double bytes;                   /* what arrived on B (B counts the streamed pages) */
     double t_evict, restore_ms, attach_ms, rejoin_ms, reconnect_ms;
     pid_t pid;
     opal_event_t timer;
@@ -71,6 +72,7 @@ struct migration {
     int n, pending;
     char evacuated[128];            /* the node evacuated, "" for a single move */
     bool mpi;                       /* MPI ranks with the plugin: quiesce, repair, resume */
+    bool stream;                    /* strategy stream: pages go during the dump */
     bool quiesced;                  /* the job is quiesced: resume it whatever happens */
     double t0, quiesce_ms, t_repair;
 };
@@ -268,17 +270,18 @@ static void move_line(struct schizo_migrate_text *t, const struct move *m, doubl
     /* downtime, on mpirun's clock: for an MPI rank from the LEAVE (its last MPI progress on
      * A) to the job's resume (its first message can flow on B); for a plain process from the
      * dump's start (EVICT less what A spent before the freeze) to the SIGCONT on B. */
-    schizo_migrate_text_add(t, "rank=%u from=%s to=%s pid=%d quiesce_ms=%.3f leave_ms=%.3f "
-                            "detach_ms=%.3f dump_ms=%.3f transfer_ms=%.3f restore_ms=%.3f "
-                            "reconnect_ms=%.3f downtime_ms=%.3f total_ms=%.3f bytes=%.0f "
-                            "files=%.0f", (unsigned) m->vpid, m->from_node, m->to_node,
-                            (int) m->pid, g->quiesce_ms, leave_ms, detach_ms,
+    schizo_migrate_text_add(t, "rank=%u from=%s to=%s strategy=%s pid=%d quiesce_ms=%.3f "
+                            "leave_ms=%.3f detach_ms=%.3f dump_ms=%.3f transfer_ms=%.3f "
+                            "restore_ms=%.3f reconnect_ms=%.3f downtime_ms=%.3f total_ms=%.3f "
+                            "bytes=%.0f files=%.0f", (unsigned) m->vpid, m->from_node,
+                            m->to_node, g->stream ? "stream" : "copy", (int) m->pid,
+                            g->quiesce_ms, leave_ms, detach_ms,
                             schizo_migrate_kv_num(m->evicted, "dump_ms", 0),
                             schizo_migrate_kv_num(m->evicted, "transfer_ms", 0),
                             m->restore_ms + m->attach_ms, m->reconnect_ms,
                             g->mpi ? now - m->t_evict
                                    : now - m->t_evict - leave_ms - detach_ms, now - g->t0,
-                            schizo_migrate_kv_num(m->evicted, "bytes", 0),
+                            m->bytes > 0 ? m->bytes : schizo_migrate_kv_num(m->evicted, "bytes", 0),
                             schizo_migrate_kv_num(m->evicted, "files", 0));
 }
 
@@ -543,7 +546,8 @@ static void on_prepared(struct move *m, const struct schizo_migrate_msg *r)
     m->prepared = true;
     (void) schizo_migrate_kv(r->text, "addr", addr, sizeof(addr));
     (void) schizo_migrate_kv(r->text, "port", port, sizeof(port));
-    snprintf(text, sizeof(text), "addr=%s port=%s stdin=%d", addr, port, m->stdin_open);
+    snprintf(text, sizeof(text), "addr=%s port=%s stdin=%d stream=%d", addr, port,
+             m->stdin_open, m->mig->stream);
     m->t_evict = omig_ctl_now_ms();
     request(m, m->from, SM_EVICT, mca_schizo_migrate_params.move_timeout, text);
 }
@@ -574,6 +578,7 @@ static void on_adopted(struct move *m, const struct schizo_migrate_msg *r)
         return;
     }
     m->restore_ms = schizo_migrate_kv_num(r->text, "restore_ms", 0);
+    m->bytes = schizo_migrate_kv_num(r->text, "bytes", 0);
     m->pid = (pid_t) schizo_migrate_kv_num(r->text, "pid", m->pid);
     request(m, m->to, SM_RESUME, mca_schizo_migrate_params.timeout, "");
 }
@@ -1001,14 +1006,37 @@ static void quiesce(struct migration *g)
     }
 }
 
+/* The request's "strategy=NAME", else schizo_migrate_strategy: true for stream, false for
+ * copy; an unknown name is refused before anything is touched. */
+static bool strategy(struct tool_conn *tool, const char *text, bool *stream)
+{
+    char name[32] = "";
+    const char *dflt = mca_schizo_migrate_params.strategy;
+
+    if (0 != schizo_migrate_kv(text, "strategy", name, sizeof(name)) || '\0' == name[0]) {
+        snprintf(name, sizeof(name), "%s", NULL != dflt && '\0' != dflt[0] ? dflt : "copy");
+    }
+    *stream = 0 == strcmp(name, "stream");
+    if (!*stream && 0 != strcmp(name, "copy")) {
+        refuse(tool, OMIG_CTL_EINVAL, "?", "?", "unknown strategy '%s': copy or stream (set "
+               "by --strategy or schizo_migrate_strategy)", name);
+        return false;
+    }
+    return true;
+}
+
 void schizo_migrate_move_start(struct tool_conn *tool, const char *text)
 {
-    struct migration *g = NULL != strstr(text, "node=") ? validate_node(tool, text)
-                                                        : validate_rank(tool, text);
+    struct migration *g = NULL;
+    bool stream;
 
+    if (strategy(tool, text, &stream)) {
+        g = NULL != strstr(text, "node=") ? validate_node(tool, text) : validate_rank(tool, text);
+    }
     if (NULL == g) {
         return;
     }
+    g->stream = stream;
     g->tool = tool;
     g->t0 = omig_ctl_now_ms();
     g->pending = g->n;

@@ -1,6 +1,8 @@
 /*
- * `ompi-migrate migrate --job <mpirun pid> --rank R --to NODE [--json] [--timeout SEC]`
- * `ompi-migrate evacuate --job <mpirun pid> --node NODE [--to NODE] [--json] [--timeout SEC]`
+ * `ompi-migrate migrate --job <mpirun pid> --rank R --to NODE [--strategy S] [--json]
+ *                      [--timeout SEC]`
+ * `ompi-migrate evacuate --job <mpirun pid> --node NODE [--to NODE] [--strategy S] [--json]
+ *                       [--timeout SEC]`
  *
  * migrate moves one rank of a running job to another node of the job; evacuate moves every
  * rank off a node, in parallel, to the nodes with the most free slots (or to --to). For each: mpirun's side-car checks the
@@ -11,6 +13,8 @@
  * leave (the rank closes its transports and leaves PMIx), detach, dump, transfer, restore (CRIU
  * restore, adoption, rejoin), reconnect (rejoin and the peers' endpoint repair), downtime (the
  * rank's last MPI progress on the old node -> the job resumed with it on the new one).
+ * --strategy: copy (images dumped on the old node, then sent) or stream (pages sent during the
+ * dump, to the new node's CRIU page server); mpirun's schizo_migrate_strategy by default.
  * Exit status: 0 moved; 1 refused or failed (the rank runs where it did); 2 usage; 3 a rank
  * was lost (its move failed and it could not be brought back).
  */
@@ -44,6 +48,7 @@ struct migrate_opts {
     long rank;
     const char *node;           /* evacuate: the node to empty */
     const char *to;
+    const char *strategy;       /* NULL: mpirun's default */
     int json;
     int timeout_s;
 };
@@ -54,16 +59,20 @@ static int usage(FILE *out)
 {
     if (evacuating) {
         fprintf(out, "usage: ompi-migrate evacuate [--job <mpirun pid>] --node NODE [--to NODE] "
-                     "[--json] [--timeout SEC]\n"
+                     "[--strategy copy|stream] [--json] [--timeout SEC]\n"
                      "  Move every rank of the job off node NODE, in parallel, while the job "
                      "runs: to the\n  nodes of the job with the most free slots, or all to "
                      "--to.\n");
     } else {
         fprintf(out, "usage: ompi-migrate migrate [--job <mpirun pid>] --rank R --to NODE "
-                     "[--json] [--timeout SEC]\n"
+                     "[--strategy copy|stream] [--json] [--timeout SEC]\n"
                      "  Move rank R of the job to node NODE (a node of the job), while it "
                      "runs.\n");
     }
+    fprintf(out, "  --strategy copy: dump to images on the old node, then send them (a failure "
+                 "before the\n    restore puts the rank back); stream: pages go to the new "
+                 "node during the dump\n    (shorter downtime; a failure after the dump loses "
+                 "the rank). Default: mpirun's\n    schizo_migrate_strategy (copy).\n");
     fprintf(out, "  --job may be omitted when exactly one job of yours runs with the plugin.\n");
     return out == stdout ? 0 : 2;
 }
@@ -90,7 +99,7 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
     static const struct option longopts[] = {
         { "job", required_argument, NULL, 'j' }, { "rank", required_argument, NULL, 'r' },
         { "to", required_argument, NULL, 't' }, { "node", required_argument, NULL, 'n' },
-        { "json", no_argument, NULL, 'J' },
+        { "json", no_argument, NULL, 'J' }, { "strategy", required_argument, NULL, 's' },
         { "timeout", required_argument, NULL, 'T' }, { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 } };
     int c;
@@ -120,6 +129,13 @@ static int parse_args(int argc, char **argv, struct migrate_opts *o)
             }
             break;
         case 'J': o->json = 1; break;
+        case 's':
+            if (strcmp(optarg, "copy") && strcmp(optarg, "stream")) {
+                omig_err("--strategy wants copy or stream, not '%s'", optarg);
+                return 2;
+            }
+            o->strategy = optarg;
+            break;
         case 'T':
             if (0 != omig_parse_timeout(optarg, &o->timeout_s)) {
                 return 2;
@@ -176,6 +192,7 @@ static void print_move_json(pid_t job, const char *report, double tool_ms)
         return;
     }
     json_field(report, "pid", 0);
+    json_field(report, "strategy", 1);
     for (int i = 0; report_keys[i]; i++) {
         json_field(report, report_keys[i], 0);
     }
@@ -187,10 +204,10 @@ static void print_move_json(pid_t job, const char *report, double tool_ms)
 
 static void print_move_text(pid_t job, const char *report)
 {
-    char v[13][OMIG_FIELD_LEN];
+    char v[14][OMIG_FIELD_LEN];
     const char *keys[] = { "rank", "from", "to", "pid", "quiesce_ms", "leave_ms", "dump_ms",
                            "transfer_ms", "bytes", "restore_ms", "reconnect_ms", "downtime_ms",
-                           "total_ms" };
+                           "total_ms", "strategy" };
 
     if (move_failed(report)) {
         printf("  %s\n", strstr(report, "error=") + 6);
@@ -199,8 +216,8 @@ static void print_move_text(pid_t job, const char *report)
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         omig_field(report, keys[i], v[i]);
     }
-    printf("job %ld: rank %s moved from %s to %s (pid %s)\n", (long) job, v[0], v[1], v[2],
-           v[3]);
+    printf("job %ld: rank %s moved from %s to %s (pid %s, strategy %s)\n", (long) job, v[0],
+           v[1], v[2], v[3], v[13]);
     printf("  quiesce %s ms, leave %s ms, dump %s ms, transfer %s ms (%s bytes), restore %s ms, "
            "reconnect %s ms; downtime %s ms, total %s ms\n", v[4], v[5], v[6], v[7], v[8], v[9],
            v[10], v[11], v[12]);
@@ -308,9 +325,12 @@ int omig_cmd_migrate(int argc, char **argv)
         return 1;
     }
     if (evacuating) {
-        snprintf(request, sizeof(request), "node=%s to=%s", o.node, o.to ? o.to : "");
+        n = snprintf(request, sizeof(request), "node=%s to=%s", o.node, o.to ? o.to : "");
     } else {
-        snprintf(request, sizeof(request), "rank=%ld to=%s", o.rank, o.to);
+        n = snprintf(request, sizeof(request), "rank=%ld to=%s", o.rank, o.to);
+    }
+    if (o.strategy) {
+        snprintf(request + n, sizeof(request) - (size_t) n, " strategy=%s", o.strategy);
     }
     t0 = omig_ctl_now_ms();
     n = omig_ctl_call(fd, OMIG_CTL_MIGRATE, request, strlen(request), &h, &reply,

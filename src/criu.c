@@ -364,6 +364,18 @@ static void common_opts(struct args *a, const char *dir, const char *action, int
     }
 }
 
+/* After criu wrote images into dir (exit status rc): 0, -1, or -ENOSPC with err saying so. */
+static int images_written(const char *dir, int rc, char *err, size_t len)
+{
+    make_images_private(dir);
+    /* A full disk may have kept CRIU from logging why: the file system says it then. */
+    if (rc && (omig_disk_full_error(err) || omig_disk_nearly_full(dir))) {
+        omig_disk_full_text(dir, err, len);
+        return -ENOSPC;
+    }
+    return rc ? -1 : 0;
+}
+
 int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len)
 {
     char dir[PATH_MAX];
@@ -382,21 +394,36 @@ int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len)
         arg(&a, "--external");
         arg(&a, o->external[i]);
     }
-    if (o->page_server_addr) {
+    struct omig_inherit_fd ps = { .fd = o->ps_socket, .key = "" };
+    if (o->ps_socket > 2) {
         arg(&a, "--page-server");
-        arg(&a, "--address");
-        arg(&a, o->page_server_addr);
-        arg(&a, "--port");
-        argf(&a, "%d", o->page_server_port);
+        arg(&a, "--ps-socket");
+        argf(&a, "%d", o->ps_socket);
     }
-    int rc = run_logged(&a, dir, "dump", "Dumping finished successfully", NULL, 0, err, len);
-    make_images_private(dir);
-    /* A full disk may have kept CRIU from logging why: the file system says it then. */
-    if (rc && (omig_disk_full_error(err) || omig_disk_nearly_full(dir))) {
-        omig_disk_full_text(dir, err, len);
-        return -ENOSPC;
+    int rc = run_logged(&a, dir, "dump", "Dumping finished successfully", &ps,
+                        o->ps_socket > 2 ? 1 : 0, err, len);
+    return images_written(dir, rc, err, len);
+}
+
+int omig_criu_page_server(int sock, const char *image_dir, char *err, size_t len)
+{
+    struct omig_inherit_fd ps = { .fd = sock, .key = "" };
+    char dir[PATH_MAX];
+    struct args a;
+
+    if (sock <= 2) {
+        snprintf(err, len, "page server: socket %d: dup() it above 2 first", sock);
+        return -1;
     }
-    return rc ? -1 : 0;
+    if (prepare_image_dir(image_dir, dir, sizeof(dir), err, len) ||
+        args_start(&a, "page-server", err, len)) {
+        return -1;
+    }
+    common_opts(&a, dir, "page-server", 0, 0, 0, 0, NULL);
+    arg(&a, "--ps-socket");
+    argf(&a, "%d", sock);
+    int rc = run_logged(&a, dir, "page-server", "Session over", &ps, 1, err, len);
+    return images_written(dir, rc, err, len);
 }
 
 static pid_t read_pidfile(const char *file)

@@ -53,8 +53,8 @@ struct omig_dump_opts {
     int network_lock_nftables;  /* --network-lock nftables (Debian 12 has no iptables binary) */
     const char *const *external; /* NULL-terminated --external values, e.g. "tty[8800:d]" */
     const char *cpu_cap;        /* --cpu-cap=VALUE ("cpu", "fpu", ...); NULL: not passed */
-    const char *page_server_addr; /* non-NULL: pages go to `criu page-server` at addr:port */
-    int page_server_port;
+    int ps_socket;              /* > 2: pages go down this connected socket to a `criu
+                                 * page-server` (omig_criu_page_server) instead of to files */
     int verbosity;              /* CRIU's -v level; 0 means 4 (debug log: needed to diagnose) */
 };
 
@@ -75,6 +75,10 @@ struct omig_restore_opts {
 
 /* -ENOSPC when the image directory's file system is full (err says which, where, how full). */
 int omig_criu_dump(const struct omig_dump_opts *o, char *err, size_t len);
+/* The receiving end of a dump's ps_socket: `criu page-server` writes the pages arriving on
+ * SOCK (connected, > 2) into IMAGE_DIR and returns once the dump has closed the session,
+ * leaving SOCK open for what follows. */
+int omig_criu_page_server(int sock, const char *image_dir, char *err, size_t len);
 /* Returns the pid of the restored root task, or -1. */
 pid_t omig_criu_restore(const struct omig_restore_opts *o, char *err, size_t len);
 

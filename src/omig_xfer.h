@@ -12,6 +12,7 @@
 #define OMIG_XFER_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 struct omig_xfer_stats {
@@ -34,6 +35,28 @@ int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_x
  * timeout_ms (the receiver may not listen yet; <= 0: 10 s). */
 int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout_ms,
                    struct omig_xfer_stats *st, char *err, size_t len);
+
+/* The same in steps, for a transfer that carries a CRIU page-server session first: the sender
+ * connects and says what comes (flags), the receiver accepts and learns it; then each sends or
+ * receives the directory on that socket (which the caller closes). */
+#define OMIG_XFER_PAGES_FIRST 1u    /* a dump's pages, through --ps-socket (omig_criu.h) */
+int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, uint32_t flags,
+                      char *err, size_t len);
+int omig_xfer_send_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
+                      size_t len);
+int omig_xfer_accept(int listen_fd, int timeout_ms, uint32_t *flags, char *err, size_t len);
+int omig_xfer_recv_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
+                      size_t len);
+
+/* CRIU corks its page-server socket, and its last message is small: Linux holds a partial
+ * frame back for up to 200 ms, which every streamed dump paid at its end. While criu uses
+ * SOCK, a flusher thread pushes out data that sat unsent for a millisecond. */
+struct omig_xfer_flusher {
+    pthread_t tid;
+    int sock, stop, running;
+};
+int omig_xfer_flusher_start(struct omig_xfer_flusher *f, int sock);
+void omig_xfer_flusher_stop(struct omig_xfer_flusher *f);
 
 /* The checksum used on the wire (FNV-1a over 64-bit words in 4 lanes, then the tail bytes):
  * exported so tests and other parts can verify files the same way. */

@@ -2,7 +2,8 @@
  * Image directory transfer over TCP (see omig_xfer.h).
  *
  * Wire format (integers little-endian, as both ends are x86-64; checked by the magic):
- *   sender:   "OMIGXFR1"
+ *   sender:   "OMIGXFR2", u32 flags
+ *             with OMIG_XFER_PAGES_FIRST: a CRIU page-server session (criu/page-xfer.c)
  *             per file: u32 name_len, u32 mode, u64 size, name, data, u64 checksum
  *             end:      u32 0, u32 0, u64 number of files
  *   receiver: u8 status (0 = all files intact), u8 n, n bytes of error message
@@ -20,21 +21,24 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/sockios.h>
 
 #include "omig_disk.h"
 #include "omig_log.h"
 #include "omig_xfer.h"
 
-#define MAGIC "OMIGXFR1"
+#define MAGIC "OMIGXFR2"
 #define BLOCK (1U << 20)
 #define NAME_MAX_LEN 255
 
@@ -319,28 +323,94 @@ static int recv_verdict(int sock, char *err, size_t len, int have_err)
     return have_err ? -1 : 0;
 }
 
-int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout_ms,
-                   struct omig_xfer_stats *st, char *err, size_t len)
+int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, uint32_t flags,
+                      char *err, size_t len)
+{
+    int sock = connect_retry(host, port, timeout_ms, err, len);
+
+    if (sock < 0) {
+        return -1;
+    }
+    tune_socket(sock);
+    if (send_all(sock, MAGIC, 8) || send_all(sock, &flags, sizeof(flags))) {
+        snprintf(err, len, "sending to %s:%u: %s", host, port, strerror(errno));
+        close(sock);
+        return -1;
+    }
+    return sock;
+}
+
+int omig_xfer_send_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
+                      size_t len)
 {
     struct omig_xfer_stats local = { 0 };
     st = st ? st : &local;
     memset(st, 0, sizeof(*st));
     err[0] = '\0';
 
-    int sock = connect_retry(host, port, timeout_ms, err, len);
-    if (sock < 0) {
-        return -1;
-    }
     double t0 = now();
-    tune_socket(sock);
-    int rc = send_all(sock, MAGIC, 8) ? -1 : send_dir(sock, dir, st, err, len);
+    int rc = send_dir(sock, dir, st, err, len);
     if (rc && 0 == err[0]) {
         snprintf(err, len, "sending: %s", strerror(errno));
     }
     rc = recv_verdict(sock, err, len, rc != 0);
     st->seconds = now() - t0;
+    return rc;
+}
+
+int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout_ms,
+                   struct omig_xfer_stats *st, char *err, size_t len)
+{
+    double t0 = now();
+    int sock = omig_xfer_connect(host, port, timeout_ms, 0, err, len);
+
+    if (sock < 0) {
+        return -1;
+    }
+    int rc = omig_xfer_send_on(sock, dir, st, err, len);
+    if (st) {
+        st->seconds = now() - t0;
+    }
     close(sock);
     return rc;
+}
+
+/* ---------------------------------------------------------------- flusher */
+
+static void *flusher_main(void *arg)
+{
+    struct omig_xfer_flusher *f = arg;
+    int before = 0, unsent, one = 1;
+
+    while (!__atomic_load_n(&f->stop, __ATOMIC_ACQUIRE)) {
+        usleep(1000);
+        if (ioctl(f->sock, SIOCOUTQNSD, &unsent) < 0) {
+            break;
+        }
+        if (unsent > 0 && unsent == before) {
+            /* Setting TCP_NODELAY pushes out what a cork holds back (tcp(7)). */
+            setsockopt(f->sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
+        before = unsent;
+    }
+    return NULL;
+}
+
+int omig_xfer_flusher_start(struct omig_xfer_flusher *f, int sock)
+{
+    f->sock = sock;
+    f->stop = 0;
+    f->running = 0 == pthread_create(&f->tid, NULL, flusher_main, f);
+    return f->running ? 0 : -1;
+}
+
+void omig_xfer_flusher_stop(struct omig_xfer_flusher *f)
+{
+    if (f->running) {
+        __atomic_store_n(&f->stop, 1, __ATOMIC_RELEASE);
+        pthread_join(f->tid, NULL);
+        f->running = 0;
+    }
 }
 
 /* ---------------------------------------------------------------- receiver */
@@ -413,15 +483,10 @@ static int recv_file(int sock, const char *dir, int dirfd, const struct file_hdr
 static int recv_dir(int sock, const char *dir, int dirfd, struct omig_xfer_stats *st, char *err,
                     size_t len)
 {
-    char magic[8];
     struct file_hdr h;
     char *buf = malloc(BLOCK);
 
     int rc = buf ? 0 : -1;
-    if (!rc && (recv_all(sock, magic, 8) || memcmp(magic, MAGIC, 8))) {
-        snprintf(err, len, "peer is not an ompi-migrate image sender");
-        rc = -1;
-    }
     while (!rc) {
         if (recv_all(sock, &h, sizeof(h))) {
             snprintf(err, len, "connection lost between files");
@@ -484,8 +549,26 @@ static int accept_timeout(int listen_fd, int timeout_ms, char *err, size_t len)
     return s;
 }
 
-int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_xfer_stats *st,
-                   char *err, size_t len)
+int omig_xfer_accept(int listen_fd, int timeout_ms, uint32_t *flags, char *err, size_t len)
+{
+    char magic[8];
+    int sock = accept_timeout(listen_fd, timeout_ms, err, len);
+
+    if (sock < 0) {
+        return -1;
+    }
+    tune_socket(sock);
+    if (recv_all(sock, magic, 8) || memcmp(magic, MAGIC, 8) ||
+        recv_all(sock, flags, sizeof(*flags))) {
+        snprintf(err, len, "peer is not an ompi-migrate image sender (or another version)");
+        close(sock);
+        return -1;
+    }
+    return sock;
+}
+
+int omig_xfer_recv_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
+                      size_t len)
 {
     struct omig_xfer_stats local = { 0 };
     st = st ? st : &local;
@@ -500,17 +583,29 @@ int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_x
         snprintf(err, len, "cannot open %s: %s", dir, strerror(errno));
         return -1;
     }
-    int sock = accept_timeout(listen_fd, timeout_ms, err, len);
-    if (sock < 0) {
-        close(dirfd);
-        return -1;
-    }
     double t0 = now();
-    tune_socket(sock);
     int rc = recv_dir(sock, dir, dirfd, st, err, len);
     send_verdict(sock, rc, err);
     st->seconds = now() - t0;
-    close(sock);
     close(dirfd);
+    return rc;
+}
+
+int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_xfer_stats *st,
+                   char *err, size_t len)
+{
+    uint32_t flags;
+    int sock = omig_xfer_accept(listen_fd, timeout_ms, &flags, err, len);
+
+    if (sock < 0) {
+        return -1;
+    }
+    int rc = -1;
+    if (0 == flags) {
+        rc = omig_xfer_recv_on(sock, dir, st, err, len);
+    } else {
+        snprintf(err, len, "the sender streams pages this receiver does not expect");
+    }
+    close(sock);
     return rc;
 }

@@ -3,7 +3,7 @@
 # torture (every message checked) runs as 6 ranks on node1..3, node4 is a spare (a daemon, no
 # rank). Its daemon is made to die (--mca schizo_migrate_fail die_*):
 #   - while the image of rank 1 comes in: the transfer breaks, node1 restores rank 1 from its
-#     images;
+#     images; streamed (--strategy stream), the dump fails and rank 1 runs on;
 #   - when asked to restore rank 2: mpirun gives the move up at once (not at its timeout) and
 #     node2 restores rank 2;
 # each time mpirun says the node was lost and the job goes on without it: migrations between
@@ -54,6 +54,16 @@ node4_lost receiving
 migrate --rank 2 --to node3 >/dev/null || fail "a move between live nodes failed after node4 died"
 job_verified "$TMPD/receiving.out" receiving
 pass "node4 died while the image came in: rank 1 back on node1, job on without node4, every message verified"
+
+# ---------------------------------------------------------------- dies while pages stream in
+job streaming --mca schizo_migrate_fail die_receiving:1
+out=$(migrate --rank 1 --to node4 --strategy stream) && fail "the streamed move to a dying node4 succeeded: $out"
+echo "$out" | grep -qE "failed: transfer: the page stream to .* broke during the dump: .*rank 1 continues on node1" ||
+    fail "wrong report of the broken page stream: $out"
+[ "$(node_of 1)" = node1 ] || fail "rank 1 left node1"
+node4_lost streaming
+job_verified "$TMPD/streaming.out" streaming
+pass "node4 died while rank 1's pages streamed in: the rank never stopped running on node1, every message verified"
 
 # ---------------------------------------------------------------- dies when asked to restore
 job restoring --mca schizo_migrate_fail die_restoring:2
