@@ -55,17 +55,12 @@ N2_IP=$("$CLUSTER" ip node2)
 
 # link_mbps MIB: MB/s of the image transport node1 -> node2 for one file of MIB MiB
 link_mbps() {
-    local out port
+    local out
     "$CLUSTER" exec node1 sh -c "rm -rf $BW && mkdir -p -m 0700 $BW/src && head -c ${1}M /dev/urandom >$BW/src/pages"
     "$CLUSTER" exec node2 sh -c "rm -rf $BW && mkdir -m 0700 $BW"
     out=$(mktemp)
-    "$CLUSTER" exec node2 "$OMPI_MIGRATE" image recv --timeout 120 "$BW/dst" "$N2_IP" 0 >"$out" 2>&1 &
-    for _ in $(seq 200); do
-        port=$(head -1 "$out")
-        case $port in [0-9]*) break ;; esac
-        sleep 0.05
-    done
-    "$CLUSTER" exec node1 "$OMPI_MIGRATE" image send "$BW/src" "$N2_IP" "$port" |
+    image_receiver node2 "$BW/dst" "$N2_IP" "$out"
+    "$CLUSTER" exec node1 "$OMPI_MIGRATE" image send "$BW/src" "$N2_IP" "$RECV_PORT" "$RECV_KEY" |
         sed -n 's/.*(\([0-9.]*\) MB\/s).*/\1/p'     # the sender's own clock, as in a move
     wait
     rm -f "$out"

@@ -717,8 +717,9 @@ static int prepare_check(const struct schizo_migrate_msg *m, orte_proc_t **proc,
     return schizo_migrate_image_criu_check("prepare", err, len);
 }
 
-static int prepare_receiver(struct adoption *a, char *addr, size_t alen, uint16_t *port,
-                            char *err, size_t len)
+/* text: PREPARE's, which carries the transfer's key. */
+static int prepare_receiver(struct adoption *a, const char *text, char *addr, size_t alen,
+                            uint16_t *port, char *err, size_t len)
 {
     struct schizo_migrate_work *w = &a->recv;
     int rc;
@@ -744,6 +745,7 @@ static int prepare_receiver(struct adoption *a, char *addr, size_t alen, uint16_
     w->lfd = a->lfd;
     w->timeout_ms = mca_schizo_migrate_params.move_timeout * 1000;
     w->die_receiving = schizo_migrate_fault("die_receiving", a->proc->name.vpid);
+    (void) schizo_migrate_kv(text, "key", w->key, sizeof(w->key));
     snprintf(w->dir, sizeof(w->dir), "%s", a->dir);
     if (0 != schizo_migrate_image_start(w)) {
         snprintf(err, len, "prepare: %s", w->err);
@@ -773,7 +775,7 @@ static void on_prepare(const struct schizo_migrate_msg *m)
     a->req.text = NULL;
     a->watch.fn = copy_exited;
     a->watch.arg = a;
-    if (0 != prepare_receiver(a, addr, sizeof(addr), &port, err, sizeof(err))) {
+    if (0 != prepare_receiver(a, m->text, addr, sizeof(addr), &port, err, sizeof(err))) {
         schizo_migrate_rml_answer(m, OMIG_CTL_EFAIL, err);
         finish(a, false);
         return;

@@ -55,6 +55,7 @@ struct migrant {
     bool watching;                  /* our watch, not ORTE's tracker, reaps it */
     bool left;                      /* it left the runtime: it must rejoin to run on here */
     bool stream;                    /* its pages go to the new node during the dump */
+    char key[OMIG_XFER_KEY_HEX];    /* the transfer's, from mpirun */
     unsigned long ctl_ino;          /* its end of the control link (LEFT says) */
     int status;
     char addr[64];
@@ -374,6 +375,7 @@ static int dump_prepare(struct migrant *mg)
     snprintf(w->addr, sizeof(w->addr), "%s", mg->addr);
     w->port = mg->port;
     w->stream = mg->stream;
+    snprintf(w->key, sizeof(w->key), "%s", mg->key);
     w->fail_dump = schizo_migrate_fault("dump", mg->proc->name.vpid);
     w->fail_transfer = schizo_migrate_fault("transfer", mg->proc->name.vpid);
     return 0;
@@ -448,6 +450,7 @@ static void on_evict(const struct schizo_migrate_msg *m)
     mg->t0 = omig_ctl_now_ms();
     mg->stdin_open = 0 != schizo_migrate_kv_num(m->text, "stdin", 0);
     mg->stream = 0 != schizo_migrate_kv_num(m->text, "stream", 0);
+    (void) schizo_migrate_kv(m->text, "key", mg->key, sizeof(mg->key));
     (void) schizo_migrate_kv(m->text, "addr", mg->addr, sizeof(mg->addr));
     (void) schizo_migrate_kv(m->text, "port", port, sizeof(port));
     mg->port = (uint16_t) atoi(port);

@@ -268,7 +268,7 @@ static int dump(struct schizo_migrate_work *w, bool leave_running, int ps_socket
 static int stream_open(struct schizo_migrate_work *w)
 {
     char why[sizeof(w->err) - 16];
-    int sock = omig_xfer_connect(w->addr, w->port, 2000, OMIG_XFER_PAGES_FIRST, why,
+    int sock = omig_xfer_connect(w->addr, w->port, 2000, w->key, OMIG_XFER_PAGES_FIRST, why,
                                  sizeof(why));
 
     if (sock < 0) {
@@ -318,7 +318,8 @@ static void do_dump_send(struct schizo_migrate_work *w)
     /* The receiver listens since PREPARE: a refused connection is no startup race to wait
      * out, but a receiver that is gone (its daemon ending): do not insist. */
     rc = sock >= 0 ? omig_xfer_send_on(sock, w->dir, &w->st, why, sizeof(why))
-                   : omig_xfer_send(w->dir, w->addr, w->port, 2000, &w->st, why, sizeof(why));
+                   : omig_xfer_send(w->dir, w->addr, w->port, 2000, w->key, &w->st, why,
+                                    sizeof(why));
     if (0 != rc) {
         snprintf(w->err, sizeof(w->err), "transfer: %s", why);
         goto out;
@@ -391,7 +392,8 @@ static void do_recv(struct schizo_migrate_work *w)
         usleep(50000);                  /* the first bytes of the image are on their way */
         die();
     }
-    if ((sock = omig_xfer_accept(w->lfd, w->timeout_ms, &flags, w->err, sizeof(w->err))) < 0) {
+    if ((sock = omig_xfer_accept(w->lfd, w->timeout_ms, w->key, &flags, w->err,
+                                 sizeof(w->err))) < 0) {
         return;
     }
     if (flags & OMIG_XFER_PAGES_FIRST) {

@@ -54,6 +54,7 @@ struct schizo_migrate_work {
     char addr[64];                      /* DUMP_SEND: the receiver */
     uint16_t port;
     bool stream;                        /* DUMP_SEND: pages go during the dump (page server) */
+    char key[OMIG_XFER_KEY_HEX];        /* DUMP_SEND, RECV: the transfer's key (from mpirun) */
     int lfd;                            /* RECV: listening socket */
     char parent[64];                    /* SUMS: the previous checkpoint ("": store whole) */
     int timeout_ms;                     /* RECV: wait for the sender */

@@ -40,6 +40,7 @@
 #include "orte/runtime/orte_globals.h"
 #include "orte/util/name_fns.h"
 
+#include "omig_xfer.h"
 #include "schizo_migrate.h"
 
 struct migration;
@@ -56,6 +57,7 @@ struct move {
     bool committed;                 /* the rank runs on B */
     bool ended;                     /* moved, or rolled back / failed */
     char inspected[400], evicted[512];
+    char key[OMIG_XFER_KEY_HEX];    /* of its image transfer: only A may send B the images */
     double bytes;                   /* what arrived on B (B counts the streamed pages) */
     double t_evict, restore_ms, attach_ms, rejoin_ms, reconnect_ms;
     pid_t pid;
@@ -529,14 +531,14 @@ static void on_inspected(struct move *m, const struct schizo_migrate_msg *r)
         ended(m);
         return;
     }
-    snprintf(m->inspected, sizeof(m->inspected), "%s", r->text);
+    snprintf(m->inspected, sizeof(m->inspected), "%s key=%s", r->text, m->key);
     m->pid = (pid_t) schizo_migrate_kv_num(r->text, "pid", 0);
     request(m, m->to, SM_PREPARE, mca_schizo_migrate_params.timeout, m->inspected);
 }
 
 static void on_prepared(struct move *m, const struct schizo_migrate_msg *r)
 {
-    char addr[64] = "", port[16] = "", text[160];
+    char addr[64] = "", port[16] = "", text[256];
 
     if (OMIG_CTL_OK != r->status) {
         failed_at(m, r->status, r->text);
@@ -546,8 +548,8 @@ static void on_prepared(struct move *m, const struct schizo_migrate_msg *r)
     m->prepared = true;
     (void) schizo_migrate_kv(r->text, "addr", addr, sizeof(addr));
     (void) schizo_migrate_kv(r->text, "port", port, sizeof(port));
-    snprintf(text, sizeof(text), "addr=%s port=%s stdin=%d stream=%d", addr, port,
-             m->stdin_open, m->mig->stream);
+    snprintf(text, sizeof(text), "addr=%s port=%s stdin=%d stream=%d key=%s", addr, port,
+             m->stdin_open, m->mig->stream, m->key);
     m->t_evict = omig_ctl_now_ms();
     request(m, m->from, SM_EVICT, mca_schizo_migrate_params.move_timeout, text);
 }
@@ -1045,6 +1047,10 @@ void schizo_migrate_move_start(struct tool_conn *tool, const char *text)
         struct move *m = &g->moves[i];
         m->id = ++mv.next_id;
         m->stdin_open = schizo_migrate_map_stdin_open(m->job, m->vpid);
+        if (0 != omig_xfer_key_new(m->key)) {
+            fail_all(g, OMIG_CTL_EFAIL, "prepare: no random bytes for the transfer's key");
+            return;
+        }
         SCHIZO_MIGRATE_VERBOSE(10, "schizo:migrate: move %u: rank %u from %s to %s%s", m->id,
                                (unsigned) m->vpid, m->from_node, m->to_node,
                                g->mpi ? "" : " (a process without the plugin)");

@@ -1,8 +1,8 @@
 /*
  * `ompi-migrate image ...`: checkpoint images by hand and in tests.
- *   send DIR HOST PORT                    carry an image directory to a receiver
- *   recv [--timeout SEC] DIR ADDR PORT    receive one; with PORT 0 the bound port is printed
- *                                         alone on the first line of stdout, before waiting
+ *   send DIR HOST PORT KEY                carry an image directory to a receiver
+ *   recv [--timeout SEC] DIR ADDR PORT    receive one: first prints "PORT KEY" (the bound
+ *                                         port, the key a sender must give) before waiting
  *   dump [OPTS] PID DIR                   checkpoint the process tree of PID (CRIU)
  *   restore [OPTS] DIR                    restore it detached, print "restored pid N ..."
  * dump/restore options: --leave-running (dump), --leave-stopped (restore), --shell-job,
@@ -28,7 +28,7 @@
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: ompi-migrate image send DIR HOST PORT\n"
+    fprintf(stderr, "usage: ompi-migrate image send DIR HOST PORT KEY\n"
                     "       ompi-migrate image recv [--timeout SEC] DIR ADDR PORT\n"
                     "       ompi-migrate image dump [--leave-running] [--shell-job] [--tcp] "
                     "[--cpu-cap=CAP] [--external=KEY]... PID DIR\n"
@@ -64,10 +64,10 @@ static int image_send(int argc, char **argv)
     char err[512];
     uint16_t port;
 
-    if (argc != 4 || parse_port(argv[3], &port)) {
+    if (argc != 5 || parse_port(argv[3], &port)) {
         return usage();
     }
-    if (omig_xfer_send(argv[1], argv[2], port, 0, &st, err, sizeof(err))) {
+    if (omig_xfer_send(argv[1], argv[2], port, 0, argv[4], &st, err, sizeof(err))) {
         omig_err("image send %s to %s:%u: %s", argv[1], argv[2], port, err);
         return 1;
     }
@@ -78,7 +78,7 @@ static int image_send(int argc, char **argv)
 static int image_recv(int argc, char **argv)
 {
     struct omig_xfer_stats st;
-    char err[512];
+    char err[512], key[OMIG_XFER_KEY_HEX];
     uint16_t port, bound;
     int timeout_s = 120;
 
@@ -95,11 +95,14 @@ static int image_recv(int argc, char **argv)
         omig_err("image recv: %s", err);
         return 1;
     }
-    if (0 == port) {
-        printf("%u\n", bound);
-        fflush(stdout);
+    if (0 != omig_xfer_key_new(key)) {
+        omig_err("image recv: no random bytes for a key");
+        close(lfd);
+        return 1;
     }
-    int rc = omig_xfer_recv(lfd, argv[1], timeout_s * 1000, &st, err, sizeof(err));
+    printf("%u %s\n", bound, key);
+    fflush(stdout);
+    int rc = omig_xfer_recv(lfd, argv[1], timeout_s * 1000, key, &st, err, sizeof(err));
     close(lfd);
     if (rc) {
         omig_err("image recv into %s: %s", argv[1], err);

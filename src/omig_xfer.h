@@ -21,30 +21,39 @@ struct omig_xfer_stats {
     double seconds;      /* connect/accept to the receiver's verdict */
 };
 
+/* A transfer's key: a receiver takes only a sender that knows it (mpirun gives a fresh one to
+ * both daemons of each move; `image recv` makes its own and prints it). The images become a
+ * process on the receiving node: a stranger on the network must not be able to send any. */
+#define OMIG_XFER_KEY_LEN 16
+#define OMIG_XFER_KEY_HEX (2 * OMIG_XFER_KEY_LEN + 1)   /* as hex digits, with the NUL */
+int omig_xfer_key_new(char hex[OMIG_XFER_KEY_HEX]);
+
 /* Listen on ADDR:PORT (IPv4 or IPv6 literal or host name; port 0 = ephemeral). Returns the
  * listening fd; *bound_port gets the port actually bound. */
 int omig_xfer_listen(const char *addr, uint16_t port, uint16_t *bound_port, char *err, size_t len);
 
-/* Accept one sender on LISTEN_FD (waiting at most timeout_ms, <= 0: forever), receive its
- * directory into DIR (created 0700; existing files of the same name are replaced). A full
- * disk is said as omig_disk_full_text does, to the sender too. */
-int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_xfer_stats *st,
-                   char *err, size_t len);
+/* Accept one sender with KEY on LISTEN_FD (waiting at most timeout_ms, <= 0: forever;
+ * connections without the key are dropped and the wait goes on), receive its directory into
+ * DIR (created 0700; existing files of the same name are replaced). A full disk is said as
+ * omig_disk_full_text does, to the sender too. */
+int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, const char *key,
+                   struct omig_xfer_stats *st, char *err, size_t len);
 
 /* Send every regular file of DIR to HOST:PORT. Connection refusals are retried for up to
  * timeout_ms (the receiver may not listen yet; <= 0: 10 s). */
 int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout_ms,
-                   struct omig_xfer_stats *st, char *err, size_t len);
+                   const char *key, struct omig_xfer_stats *st, char *err, size_t len);
 
 /* The same in steps, for a transfer that carries a CRIU page-server session first: the sender
  * connects and says what comes (flags), the receiver accepts and learns it; then each sends or
  * receives the directory on that socket (which the caller closes). */
 #define OMIG_XFER_PAGES_FIRST 1u    /* a dump's pages, through --ps-socket (omig_criu.h) */
-int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, uint32_t flags,
-                      char *err, size_t len);
+int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, const char *key,
+                      uint32_t flags, char *err, size_t len);
 int omig_xfer_send_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
                       size_t len);
-int omig_xfer_accept(int listen_fd, int timeout_ms, uint32_t *flags, char *err, size_t len);
+int omig_xfer_accept(int listen_fd, int timeout_ms, const char *key, uint32_t *flags,
+                     char *err, size_t len);
 int omig_xfer_recv_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
                       size_t len);
 

@@ -2,7 +2,7 @@
  * Image directory transfer over TCP (see omig_xfer.h).
  *
  * Wire format (integers little-endian, as both ends are x86-64; checked by the magic):
- *   sender:   "OMIGXFR2", u32 flags
+ *   sender:   "OMIGXFR2", 16-byte key, u32 flags
  *             with OMIG_XFER_PAGES_FIRST: a CRIU page-server session (criu/page-xfer.c)
  *             per file: u32 name_len, u32 mode, u64 size, name, data, u64 checksum
  *             end:      u32 0, u32 0, u64 number of files
@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/sendfile.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -161,6 +162,48 @@ static int name_ok(const char *name)
 {
     size_t n = strlen(name);
     return n > 0 && n <= NAME_MAX_LEN && !strchr(name, '/') && strcmp(name, ".") && strcmp(name, "..");
+}
+
+/* ---------------------------------------------------------------- key */
+
+int omig_xfer_key_new(char hex[OMIG_XFER_KEY_HEX])
+{
+    unsigned char b[OMIG_XFER_KEY_LEN];
+
+    if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b)) {
+        return -1;
+    }
+    for (int i = 0; i < OMIG_XFER_KEY_LEN; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", b[i]);
+    }
+    return 0;
+}
+
+static int key_parse(const char *hex, unsigned char b[OMIG_XFER_KEY_LEN])
+{
+    unsigned v;
+
+    if (NULL == hex || strlen(hex) != 2 * OMIG_XFER_KEY_LEN) {
+        return -1;
+    }
+    for (int i = 0; i < OMIG_XFER_KEY_LEN; i++) {
+        if (1 != sscanf(hex + 2 * i, "%2x", &v)) {
+            return -1;
+        }
+        b[i] = (unsigned char) v;
+    }
+    return 0;
+}
+
+/* Compares every byte whatever the first difference: no timing hint to a guesser. */
+static bool key_equal(const unsigned char *a, const unsigned char *b)
+{
+    unsigned char d = 0;
+
+    for (int i = 0; i < OMIG_XFER_KEY_LEN; i++) {
+        d |= a[i] ^ b[i];
+    }
+    return 0 == d;
 }
 
 /* ---------------------------------------------------------------- listen / connect */
@@ -323,16 +366,22 @@ static int recv_verdict(int sock, char *err, size_t len, int have_err)
     return have_err ? -1 : 0;
 }
 
-int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, uint32_t flags,
-                      char *err, size_t len)
+int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, const char *key,
+                      uint32_t flags, char *err, size_t len)
 {
-    int sock = connect_retry(host, port, timeout_ms, err, len);
+    unsigned char k[OMIG_XFER_KEY_LEN];
 
+    if (0 != key_parse(key, k)) {
+        snprintf(err, len, "bad transfer key (want %d hex digits)", 2 * OMIG_XFER_KEY_LEN);
+        return -1;
+    }
+    int sock = connect_retry(host, port, timeout_ms, err, len);
     if (sock < 0) {
         return -1;
     }
     tune_socket(sock);
-    if (send_all(sock, MAGIC, 8) || send_all(sock, &flags, sizeof(flags))) {
+    if (send_all(sock, MAGIC, 8) || send_all(sock, k, sizeof(k)) ||
+        send_all(sock, &flags, sizeof(flags))) {
         snprintf(err, len, "sending to %s:%u: %s", host, port, strerror(errno));
         close(sock);
         return -1;
@@ -359,10 +408,10 @@ int omig_xfer_send_on(int sock, const char *dir, struct omig_xfer_stats *st, cha
 }
 
 int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout_ms,
-                   struct omig_xfer_stats *st, char *err, size_t len)
+                   const char *key, struct omig_xfer_stats *st, char *err, size_t len)
 {
     double t0 = now();
-    int sock = omig_xfer_connect(host, port, timeout_ms, 0, err, len);
+    int sock = omig_xfer_connect(host, port, timeout_ms, key, 0, err, len);
 
     if (sock < 0) {
         return -1;
@@ -549,22 +598,50 @@ static int accept_timeout(int listen_fd, int timeout_ms, char *err, size_t len)
     return s;
 }
 
-int omig_xfer_accept(int listen_fd, int timeout_ms, uint32_t *flags, char *err, size_t len)
+/* One connection that says the magic and the key, else -1 (it is closed). */
+static int introduced(int sock, const unsigned char *key, uint32_t *flags)
 {
-    char magic[8];
-    int sock = accept_timeout(listen_fd, timeout_ms, err, len);
+    unsigned char magic[8], k[OMIG_XFER_KEY_LEN];
 
-    if (sock < 0) {
-        return -1;
-    }
+    struct timeval patience = { .tv_sec = 5 }, forever = { 0 };
+
     tune_socket(sock);
-    if (recv_all(sock, magic, 8) || memcmp(magic, MAGIC, 8) ||
-        recv_all(sock, flags, sizeof(*flags))) {
-        snprintf(err, len, "peer is not an ompi-migrate image sender (or another version)");
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));  /* a mute one */
+    if (recv_all(sock, magic, 8) || memcmp(magic, MAGIC, 8) || recv_all(sock, k, sizeof(k)) ||
+        !key_equal(k, key) || recv_all(sock, flags, sizeof(*flags))) {
         close(sock);
         return -1;
     }
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &forever, sizeof(forever));
     return sock;
+}
+
+int omig_xfer_accept(int listen_fd, int timeout_ms, const char *key, uint32_t *flags,
+                     char *err, size_t len)
+{
+    unsigned char k[OMIG_XFER_KEY_LEN];
+    double deadline = now() + timeout_ms / 1000.0;
+    int refused = 0;
+
+    if (0 != key_parse(key, k)) {
+        snprintf(err, len, "bad transfer key (want %d hex digits)", 2 * OMIG_XFER_KEY_LEN);
+        return -1;
+    }
+    /* A stranger (wrong magic or key) is dropped and the wait goes on. */
+    for (;;) {
+        int left = timeout_ms > 0 ? (int) ((deadline - now()) * 1000) : 0;
+        if (timeout_ms > 0 && left <= 0) {
+            snprintf(err, len, "no sender with this transfer's key within %d ms (%d other "
+                     "connections refused)", timeout_ms, refused);
+            return -1;
+        }
+        int sock = accept_timeout(listen_fd, timeout_ms > 0 ? left : 0, err, len);
+        if (sock < 0 || (sock = introduced(sock, k, flags)) >= 0) {
+            return sock;
+        }
+        refused++;
+        omig_warn("image transfer: refused a connection without this transfer's key");
+    }
 }
 
 int omig_xfer_recv_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
@@ -591,11 +668,11 @@ int omig_xfer_recv_on(int sock, const char *dir, struct omig_xfer_stats *st, cha
     return rc;
 }
 
-int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, struct omig_xfer_stats *st,
-                   char *err, size_t len)
+int omig_xfer_recv(int listen_fd, const char *dir, int timeout_ms, const char *key,
+                   struct omig_xfer_stats *st, char *err, size_t len)
 {
     uint32_t flags;
-    int sock = omig_xfer_accept(listen_fd, timeout_ms, &flags, err, len);
+    int sock = omig_xfer_accept(listen_fd, timeout_ms, key, &flags, err, len);
 
     if (sock < 0) {
         return -1;

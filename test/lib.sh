@@ -47,6 +47,19 @@ omig_mpirun_bg() {
 
 OMPI_MIGRATE=$OMIG_BUILDDIR/src/ompi-migrate
 
+# image_receiver NODE DIR ADDR OUT: `ompi-migrate image recv` into DIR on NODE in the
+# background (output in OUT); RECV_PID, and RECV_PORT and RECV_KEY once it listens.
+image_receiver() {
+    "$CLUSTER" exec "$1" "$OMPI_MIGRATE" image recv --timeout 120 "$2" "$3" 0 >"$4" 2>&1 &
+    RECV_PID=$!
+    for _ in $(seq 200); do
+        read -r RECV_PORT RECV_KEY <"$4" 2>/dev/null
+        case ${RECV_PORT:-} in [0-9]*) return 0 ;; esac
+        sleep 0.05
+    done
+    fail "image receiver on $1 printed no port: $(cat "$4")"
+}
+
 # Wait until every rank of the job with mpirun pid $1 said HELLO ($2 ranks), or fail.
 wait_job_ready() {
     local pid=$1 n=$2 i

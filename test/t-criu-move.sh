@@ -89,17 +89,14 @@ modes=$(on node1 find "$DIR/img" -type f ! -perm 0600)
 pass "$out (node1:$DIR/img, 0700 dir, 0600 files)"
 
 # ---- carry the images to node2
-"$CLUSTER" exec node2 "$MIGRATE" image recv --timeout 60 "$DIR/img" "$N2_IP" 0 >"$LOCAL/recv.out" 2>&1 &
-recv=$!
-for _ in $(seq 100); do
-    port=$(head -1 "$LOCAL/recv.out" 2>/dev/null)
-    case $port in [0-9]*) break ;; esac
-    sleep 0.05
-done
-case $port in [0-9]*) ;; *) fail "receiver on node2 printed no port: $(cat "$LOCAL/recv.out")" ;; esac
-out=$(on node1 "$MIGRATE" image send "$DIR/img" "$N2_IP" "$port" 2>&1) || fail "send from node1: $out"
-wait "$recv" || fail "receiver on node2 failed: $(cat "$LOCAL/recv.out")"
-pass "node1 -> node2 ($N2_IP:$port): $out"
+image_receiver node2 "$DIR/img" "$N2_IP" "$LOCAL/recv.out"
+out=$(on node1 "$MIGRATE" image send "$DIR/img" "$N2_IP" "$RECV_PORT" 0123456789abcdef0123456789abcdef 2>&1) &&
+    fail "a sender without the receiver's key was taken: $out"
+out=$(on node1 "$MIGRATE" image send "$DIR/img" "$N2_IP" "$RECV_PORT" "$RECV_KEY" 2>&1) || fail "send from node1: $out"
+wait "$RECV_PID" || fail "receiver on node2 failed: $(cat "$LOCAL/recv.out")"
+grep -q "refused a connection without this transfer's key" "$LOCAL/recv.out" ||
+    fail "the receiver did not say it refused a stranger: $(cat "$LOCAL/recv.out")"
+pass "node1 -> node2 ($N2_IP:$RECV_PORT), a sender without the key refused first: $out"
 [ "$(on node2 stat -c %a "$DIR/img")" = 700 ] || fail "received image dir is not 0700"
 modes=$(on node2 find "$DIR/img" -type f ! -perm 0600)
 [ -z "$modes" ] || fail "received image files not 0600: $modes"
