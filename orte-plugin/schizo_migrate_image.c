@@ -279,6 +279,25 @@ static int stream_open(struct schizo_migrate_work *w)
     return sock;
 }
 
+/* A dump whose pages go down sock. A broken stream is the transfer's failure, whichever end
+ * broke it; the rank runs on. */
+static int dump_streamed(struct schizo_migrate_work *w, int sock)
+{
+    struct omig_xfer_flusher flusher = { .running = 0 };
+    char why[sizeof(w->err) - 64];
+    int rc;
+
+    (void) omig_xfer_flusher_start(&flusher, sock);     /* without it: 200 ms more */
+    rc = dump(w, false, sock);
+    omig_xfer_flusher_stop(&flusher);
+    if (0 != rc && NULL != strstr(w->err, "page-xfer")) {
+        snprintf(why, sizeof(why), "%s", w->err + strlen("dump: "));
+        snprintf(w->err, sizeof(w->err), "transfer: the page stream to %s broke during the "
+                 "dump: %s", w->addr, why);
+    }
+    return rc;
+}
+
 /* A move: dump (CRIU kills the rank at the end: the image is the rank now), then send the
  * images. Streamed, the pages leave during the dump and only the rest follows: no copy of the
  * memory is kept here, so from the dump's end on no rollback is possible. */
@@ -293,19 +312,7 @@ static void do_dump_send(struct schizo_migrate_work *w)
     if (w->stream && (sock = stream_open(w)) < 0) {
         return;
     }
-    struct omig_xfer_flusher flusher = { .running = 0 };
-    if (sock >= 0) {
-        (void) omig_xfer_flusher_start(&flusher, sock);     /* without it: 200 ms more */
-    }
-    rc = dump(w, false, sock);
-    omig_xfer_flusher_stop(&flusher);
-    if (0 != rc && sock >= 0 && NULL != strstr(w->err, "page-xfer")) {
-        /* The rank runs on, whichever end broke the stream. */
-        snprintf(why, sizeof(why), "%s", w->err + strlen("dump: "));
-        snprintf(w->err, sizeof(w->err), "transfer: the page stream to %s broke during the "
-                 "dump: %s", w->addr, why);
-    }
-    if (0 != rc) {
+    if (0 != (sock >= 0 ? dump_streamed(w, sock) : dump(w, false, -1))) {
         goto out;
     }
     w->dumped = true;
