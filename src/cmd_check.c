@@ -14,40 +14,18 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/capability.h>
-#include <linux/userfaultfd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include "omig_cli.h"
 #include "omig_criu.h"
+#include "omig_dirty.h"
 
-/* Bookworm's kernel headers (6.1) predate these (6.7): the ABI values, from linux/fs.h and
- * linux/userfaultfd.h. */
-#ifndef UFFD_FEATURE_WP_UNPOPULATED
-#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
-#endif
-#ifndef UFFD_FEATURE_WP_ASYNC
-#define UFFD_FEATURE_WP_ASYNC (1 << 15)
-#endif
-#ifndef PAGEMAP_SCAN
-struct page_region {
-    uint64_t start, end, categories;
-};
-struct pm_scan_arg {
-    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
-    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
-};
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
-#define PAGE_IS_WRITTEN (1 << 1)
-#define PM_SCAN_CHECK_WPASYNC (1 << 1)
-#endif
 #ifndef CAP_CHECKPOINT_RESTORE
 #define CAP_CHECKPOINT_RESTORE 40
 #endif
@@ -134,74 +112,57 @@ static enum verdict probe_soft_dirty(char *msg, size_t len)
 
 /* ---------------------------------------------------------------- dirty tracking */
 
-/* Which pages of [addr, addr+4 pages) the kernel reports written since write-protection. */
-static int scan_written(void *addr, size_t size, struct page_region *r, size_t nr)
+struct probe_pages {
+    uintptr_t start, end;       /* the probe's 4 pages */
+    int ranges;                 /* ranges reported among them */
+    uintptr_t first, last;      /* the first one's bounds */
+};
+
+static void probe_collect(void *arg, uint64_t start, uint64_t end)
 {
-    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-    struct pm_scan_arg a = {
-        .size = sizeof(a), .flags = PM_SCAN_CHECK_WPASYNC,
-        .start = (uintptr_t) addr, .end = (uintptr_t) addr + size,
-        .vec = (uintptr_t) r, .vec_len = nr,
-        .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN,
-    };
-    if (fd < 0) {
-        return -1;
+    struct probe_pages *p = arg;
+
+    if (start < p->end && end > p->start && 0 == p->ranges++) {
+        p->first = start;
+        p->last = end;
     }
-    int n = ioctl(fd, PAGEMAP_SCAN, &a);
-    close(fd);
-    return n;
 }
 
-/* Register 4 never-touched pages for async write-protect, write one, and expect exactly that
- * one reported written: the mechanism pre-copy relies on, end to end. */
-static enum verdict uffd_wp_roundtrip(int uffd, char *msg, size_t len)
+/* Track this very process with the tracker pre-copy uses (src/dirty.c), write one of 4
+ * never-touched pages, and expect exactly that one reported: the mechanism, end to end. */
+static enum verdict probe_uffd_wp(char *msg, size_t len)
 {
     size_t pg = (size_t) sysconf(_SC_PAGESIZE), size = 4 * pg;
     char *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    struct uffdio_register reg = { .range = { (uintptr_t) m, size }, .mode = UFFDIO_REGISTER_MODE_WP };
-    struct uffdio_writeprotect wp = { .range = { (uintptr_t) m, size }, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
-    struct page_region r[4];
+    struct probe_pages p = { .start = (uintptr_t) m, .end = (uintptr_t) m + size };
+    struct omig_dirty *d = NULL;
+    char err[256];
     enum verdict v = FAIL;
 
     if (MAP_FAILED == m) {
         snprintf(msg, len, "mmap: %s", strerror(errno));
         return FAIL;
     }
-    if (ioctl(uffd, UFFDIO_REGISTER, &reg) || ioctl(uffd, UFFDIO_WRITEPROTECT, &wp)) {
-        snprintf(msg, len, "write-protect register: %s", strerror(errno));
+    int uffd = omig_dirty_uffd_new();
+    if (uffd < 0) {
+        snprintf(msg, len, "userfaultfd with WP_ASYNC/WP_UNPOPULATED: %s", strerror(-uffd));
+    } else if (NULL == (d = omig_dirty_open(getpid(), uffd, err, sizeof(err))) ||
+               omig_dirty_round(d, probe_collect, &p, err, sizeof(err)) < 0) {
+        snprintf(msg, len, "%s", err);
     } else {
+        p.ranges = 0;
         m[pg] = 1;
-        int n = scan_written(m, size, r, 4);
-        if (n < 0) {
-            snprintf(msg, len, "PAGEMAP_SCAN: %s (kernel < 6.7?)", strerror(errno));
-        } else if (1 == n && r[0].start == (uintptr_t) m + pg && r[0].end == (uintptr_t) m + 2 * pg) {
+        if (omig_dirty_round(d, probe_collect, &p, err, sizeof(err)) < 0) {
+            snprintf(msg, len, "%s (kernel < 6.7?)", err);
+        } else if (1 == p.ranges && p.first == p.start + pg && p.last == p.start + 2 * pg) {
             snprintf(msg, len, "userfaultfd WP_ASYNC + PAGEMAP_SCAN report exactly the written page");
             v = OK;
         } else {
-            snprintf(msg, len, "PAGEMAP_SCAN reported %d regions for 1 written page", n);
+            snprintf(msg, len, "PAGEMAP_SCAN reported %d ranges for 1 written page", p.ranges);
         }
     }
+    omig_dirty_close(d);
     munmap(m, size);
-    return v;
-}
-
-static enum verdict probe_uffd_wp(char *msg, size_t len)
-{
-    int uffd = (int) syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    struct uffdio_api api = { .api = UFFD_API,
-                              .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
-
-    if (uffd < 0) {
-        snprintf(msg, len, "userfaultfd: %s", strerror(errno));
-        return FAIL;
-    }
-    if (ioctl(uffd, UFFDIO_API, &api)) {
-        snprintf(msg, len, "userfaultfd lacks WP_ASYNC/WP_UNPOPULATED: %s", strerror(errno));
-        close(uffd);
-        return FAIL;
-    }
-    enum verdict v = uffd_wp_roundtrip(uffd, msg, len);
-    close(uffd);
     return v;
 }
 
