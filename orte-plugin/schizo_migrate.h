@@ -111,6 +111,15 @@ int schizo_migrate_orted_rejoin(orte_jobid_t job, orte_vpid_t vpid, pid_t pid, i
                                 const char *env, size_t envlen, uint32_t epoch,
                                 schizo_migrate_link_fn fn, void *arg);
 
+/* Ask a local rank for a userfaultfd to track its dirty pages: fn gets, in the event thread,
+ * OMIG_CTL_OK and the fd (owned from then on), or an error and -1. 0 if asked; -ENOENT: no
+ * control link (or it left), -EBUSY: already asked. */
+typedef void (*schizo_migrate_track_fn)(void *arg, int32_t status, const char *text, int fd);
+int schizo_migrate_orted_track(orte_jobid_t job, orte_vpid_t vpid,
+                               schizo_migrate_track_fn fn, void *arg);
+/* The pid the rank's control link speaks for (its HELLO), -1 if it has none. */
+pid_t schizo_migrate_orted_pid(orte_jobid_t job, orte_vpid_t vpid);
+
 /* ------------------------------------------------------------------ moving one rank */
 
 /* Steps of a move between mpirun's coordinator and the daemons (RML kind MOVE). A reply
@@ -134,6 +143,9 @@ enum schizo_migrate_step {
     /* mpirun -> the daemon of a restarted job's placeholder: "dir=D stdin=0|1": replace it
      * by the rank restored from D; reply "tcp=.." (schizo_migrate_revive.c) */
     SM_REVIVE,
+    /* mpirun -> the rank's daemon: "seconds=S interval_ms=I": its dirty rate, measured
+     * (schizo_migrate_rate.c); reply "tracked_bytes= written_bytes= rounds= ..." */
+    SM_RATE,
     SM_REPLY = 0x100
 };
 
@@ -177,6 +189,14 @@ bool schizo_migrate_hnp_connected(orte_vpid_t vpid, int *nconnected);
 typedef void (*schizo_migrate_request_fn)(void *arg, int32_t status, const char *text);
 int schizo_migrate_hnp_request(int type, const void *payload, size_t len,
                                schizo_migrate_request_fn done, void *arg);
+
+/* schizo_migrate_rate.c: a rank's dirty rate; mpirun's side (tool request, the daemon's
+ * reply) and the daemon's (SM_RATE). */
+void schizo_migrate_rate_start(struct tool_conn *tool, const char *request);
+void schizo_migrate_rate_reply(const struct schizo_migrate_msg *m);
+void schizo_migrate_rate_tool_closed(struct tool_conn *tool);
+void schizo_migrate_rate_request(const struct schizo_migrate_msg *m);
+void schizo_migrate_rate_stop(void);
 
 /* schizo_migrate_detach.c: the old node's side. */
 void schizo_migrate_detach_request(const struct schizo_migrate_msg *m);

@@ -685,6 +685,7 @@ static void tool_close(struct tool_conn *c)
     }
     schizo_migrate_move_tool_closed(c);
     schizo_migrate_checkpoint_tool_closed(c);
+    schizo_migrate_rate_tool_closed(c);
     free(c);
 }
 
@@ -705,6 +706,9 @@ static void tool_message(struct tool_conn *c, const struct omig_ctl_hdr *h, cons
         break;
     case OMIG_CTL_CHECKPOINT:
         schizo_migrate_checkpoint_start(c, payload);
+        break;
+    case OMIG_CTL_RATE:
+        schizo_migrate_rate_start(c, payload);
         break;
     default:
         tool_error(c, OMIG_CTL_EINVAL, "mpirun does not take %s requests",

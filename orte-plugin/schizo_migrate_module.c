@@ -103,6 +103,7 @@ static void schizo_migrate_finalize(void)
     /* First: a rank between two nodes, or restored and never resumed, dies with its job. */
     schizo_migrate_detach_stop();
     schizo_migrate_snapshot_stop();
+    schizo_migrate_rate_stop();
     schizo_migrate_adopt_stop();
     schizo_migrate_orted_stop();
     schizo_migrate_hnp_stop();

@@ -40,6 +40,8 @@ struct rank_conn {
     uint32_t leave_epoch;
     schizo_migrate_link_fn rejoined;        /* waiting for its REJOINED */
     void *rejoined_arg;
+    schizo_migrate_track_fn tracked;        /* waiting for its TRACKED */
+    void *tracked_arg;
 };
 
 static struct {
@@ -79,6 +81,24 @@ static void link_answer(schizo_migrate_link_fn *fn, void *arg, int32_t status, c
     }
 }
 
+/* Hands the TRACKED answer (and the userfaultfd that came with it, -1 if none) to whoever
+ * waits for it, once. */
+static void track_answer(struct rank_conn *c, int32_t status, const char *text)
+{
+    schizo_migrate_track_fn f = c->tracked;
+    int fd = omig_ctl_reader_take_fd(&c->rd);
+
+    c->tracked = NULL;
+    if (NULL == f) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    f(c->tracked_arg, OMIG_CTL_OK == status && fd < 0 ? OMIG_CTL_EFAIL : status,
+      OMIG_CTL_OK == status && fd < 0 ? "no userfaultfd came with TRACKED" : text, fd);
+}
+
 /* Closes c; tells mpirun when it was a rank that had said HELLO (and did not leave). c is
  * out of the table before anyone waiting on it hears, so that they may talk to its rank
  * again (a new link, or none). */
@@ -100,6 +120,7 @@ static void conn_close(struct rank_conn *c, bool report)
     }
     link_answer(&c->leaving, c->leaving_arg, OMIG_CTL_EGONE, "its control link closed");
     link_answer(&c->rejoined, c->rejoined_arg, OMIG_CTL_EGONE, "its control link closed");
+    track_answer(c, OMIG_CTL_EGONE, "its control link closed");
     free(c);
 }
 
@@ -175,6 +196,10 @@ static int on_message(struct rank_conn *c, struct omig_ctl_hdr *h, const char *p
         c->left = OMIG_CTL_LEFT == h->type && OMIG_CTL_OK == h->status;
         link_answer(&c->leaving, c->leaving_arg, OMIG_CTL_LEFT == h->type ? h->status
                     : OMIG_CTL_OK == h->status ? OMIG_CTL_EFAIL : h->status, payload);
+        return 0;
+    }
+    if (NULL != c->tracked && (OMIG_CTL_TRACKED == h->type || OMIG_CTL_ERROR == h->type)) {
+        track_answer(c, OMIG_CTL_TRACKED == h->type ? h->status : OMIG_CTL_EFAIL, payload);
         return 0;
     }
     if (NULL != c->rejoined && (OMIG_CTL_REJOINED == h->type || OMIG_CTL_ERROR == h->type)) {
@@ -367,6 +392,34 @@ int schizo_migrate_orted_rejoin(orte_jobid_t job, orte_vpid_t vpid, pid_t pid, i
         conn_close(c, true);
     }
     return rc;
+}
+
+int schizo_migrate_orted_track(orte_jobid_t job, orte_vpid_t vpid,
+                               schizo_migrate_track_fn fn, void *arg)
+{
+    struct rank_conn *c = find_conn(job, vpid);
+    int rc;
+
+    if (NULL == c || c->left) {
+        return -ENOENT;
+    }
+    if (NULL != c->tracked) {
+        return -EBUSY;
+    }
+    c->tracked = fn;
+    c->tracked_arg = arg;
+    if ((rc = omig_ctl_send(c->fd, OMIG_CTL_TRACK, 0, (int32_t) vpid, 0, NULL, 0)) < 0) {
+        c->tracked = NULL;
+        conn_close(c, true);
+    }
+    return rc;
+}
+
+pid_t schizo_migrate_orted_pid(orte_jobid_t job, orte_vpid_t vpid)
+{
+    struct rank_conn *c = find_conn(job, vpid);
+
+    return NULL != c && !c->left ? c->pid : -1;
 }
 
 /* ------------------------------------------------------------------ start/stop */

@@ -200,6 +200,9 @@ static void dispatch_move(const struct schizo_migrate_msg *m)
     case SM_REVIVE | SM_REPLY:
         schizo_migrate_restart_reply(m);
         return;
+    case SM_RATE | SM_REPLY:
+        schizo_migrate_rate_reply(m);
+        return;
     }
     if (m->step & SM_REPLY) {
         schizo_migrate_move_reply(m);
@@ -225,6 +228,9 @@ static void dispatch_move(const struct schizo_migrate_msg *m)
         break;
     case SM_REVIVE:
         schizo_migrate_revive_request(m);
+        break;
+    case SM_RATE:
+        schizo_migrate_rate_request(m);
         break;
     default:
         SCHIZO_MIGRATE_ERROR("schizo:migrate: unknown move step 0x%x: ignored",

@@ -28,8 +28,8 @@ const char *omig_ctl_type_name(int type)
     static const char *names[] = { "?", "HELLO", "QUIESCE", "QUIESCED", "RESUME", "RESUMED",
                                    "ERROR", "STATUS", "MIGRATE", "MIGRATED", "LEAVE", "LEFT",
                                    "REJOIN", "REJOINED", "REPAIR", "REPAIRED", "CHECKPOINT",
-                                   "CHECKPOINTED" };
-    return (type > 0 && type <= OMIG_CTL_CHECKPOINTED) ? names[type] : names[0];
+                                   "CHECKPOINTED", "TRACK", "TRACKED", "RATE" };
+    return (type > 0 && type <= OMIG_CTL_RATE) ? names[type] : names[0];
 }
 
 double omig_ctl_now_ms(void)
@@ -78,20 +78,31 @@ static int wait_fd(int fd, short events, double deadline)
     return 0 == n ? -ETIMEDOUT : 0;
 }
 
-int omig_ctl_send(int fd, int type, uint32_t epoch, int32_t rank, int32_t status,
-                  const void *payload, size_t len)
+int omig_ctl_send_fd(int fd, int type, uint32_t epoch, int32_t rank, int32_t status,
+                     const void *payload, size_t len, int passfd)
 {
     struct omig_ctl_hdr h = { .magic = OMIG_CTL_MAGIC, .version = OMIG_CTL_VERSION,
                               .type = (uint16_t) type, .epoch = epoch, .rank = rank,
                               .status = status, .len = (uint32_t) len };
     struct iovec iov[2] = { { &h, sizeof(h) }, { (void *) payload, len } };
     struct msghdr m = { .msg_iov = iov, .msg_iovlen = len ? 2 : 1 };
+    char ctl[CMSG_SPACE(sizeof(int))];
     double deadline = omig_ctl_now_ms() + SEND_TIMEOUT_MS;
     ssize_t n;
     int rc;
 
     if (len > OMIG_CTL_MAX_PAYLOAD) {
         return -EMSGSIZE;
+    }
+    if (passfd >= 0) {          /* it rides on the header's first byte */
+        memset(ctl, 0, sizeof(ctl));
+        m.msg_control = ctl;
+        m.msg_controllen = sizeof(ctl);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &passfd, sizeof(int));
     }
     while (m.msg_iovlen > 0) {
         n = sendmsg(fd, &m, MSG_NOSIGNAL);
@@ -107,6 +118,8 @@ int omig_ctl_send(int fd, int type, uint32_t epoch, int32_t rank, int32_t status
             }
             continue;
         }
+        m.msg_control = NULL;   /* the fd went with the first bytes */
+        m.msg_controllen = 0;
         /* Partial write: skip what went out, keep the rest. */
         while (m.msg_iovlen > 0 && (size_t) n >= m.msg_iov[0].iov_len) {
             n -= (ssize_t) m.msg_iov[0].iov_len;
@@ -119,6 +132,12 @@ int omig_ctl_send(int fd, int type, uint32_t epoch, int32_t rank, int32_t status
         }
     }
     return 0;
+}
+
+int omig_ctl_send(int fd, int type, uint32_t epoch, int32_t rank, int32_t status,
+                  const void *payload, size_t len)
+{
+    return omig_ctl_send_fd(fd, type, epoch, rank, status, payload, len, -1);
 }
 
 /* Read exactly len bytes (buf NULL: discard them). */
@@ -194,22 +213,55 @@ ssize_t omig_ctl_recv(int fd, struct omig_ctl_hdr *hdr, void *buf, size_t bufsiz
 void omig_ctl_reader_init(struct omig_ctl_reader *r)
 {
     memset(r, 0, sizeof(*r));
+    r->fd = -1;
 }
 
 void omig_ctl_reader_free(struct omig_ctl_reader *r)
 {
     free(r->payload);
+    if (r->fd >= 0) {
+        close(r->fd);
+    }
     omig_ctl_reader_init(r);
 }
 
-/* One read() into dst: bytes read, 0 if none available now, negative on error or EOF. */
-static ssize_t read_some(int fd, void *dst, size_t len)
+/* The fd that came with the messages read so far, or -1; the caller owns it now. */
+int omig_ctl_reader_take_fd(struct omig_ctl_reader *r)
 {
+    int fd = r->fd;
+
+    r->fd = -1;
+    return fd;
+}
+
+/* An fd passed along (SCM_RIGHTS) goes to *passed; one not taken before is closed. */
+static void keep_passed_fd(struct msghdr *m, int *passed)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); NULL != c; c = CMSG_NXTHDR(m, c)) {
+        if (SOL_SOCKET == c->cmsg_level && SCM_RIGHTS == c->cmsg_type) {
+            if (*passed >= 0) {
+                close(*passed);
+            }
+            memcpy(passed, CMSG_DATA(c), sizeof(int));
+        }
+    }
+}
+
+/* One recvmsg() into dst: bytes read, 0 if none available now, negative on error or EOF. */
+static ssize_t read_some(int fd, void *dst, size_t len, int *passed)
+{
+    char ctl[CMSG_SPACE(sizeof(int))];
+    struct iovec io = { dst, len };
+    struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl,
+                        .msg_controllen = sizeof(ctl) };
     ssize_t n;
 
     do {
-        n = read(fd, dst, len);
+        n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
     } while (n < 0 && EINTR == errno);
+    if (n > 0) {
+        keep_passed_fd(&m, passed);
+    }
     if (0 == n) {
         return -ECONNRESET;
     }
@@ -241,7 +293,7 @@ int omig_ctl_reader_feed(int fd, struct omig_ctl_reader *r)
     int rc;
 
     while (r->got < hlen) {
-        n = read_some(fd, (char *) &r->hdr + r->got, hlen - r->got);
+        n = read_some(fd, (char *) &r->hdr + r->got, hlen - r->got, &r->fd);
         if (n <= 0) {
             return (int) n;
         }
@@ -254,7 +306,7 @@ int omig_ctl_reader_feed(int fd, struct omig_ctl_reader *r)
         return rc;
     }
     while (r->got < hlen + r->hdr.len) {
-        n = read_some(fd, r->payload + (r->got - hlen), hlen + r->hdr.len - r->got);
+        n = read_some(fd, r->payload + (r->got - hlen), hlen + r->hdr.len - r->got, &r->fd);
         if (n <= 0) {
             return (int) n;
         }

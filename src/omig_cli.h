@@ -12,6 +12,7 @@ int omig_cmd_migrate(int argc, char **argv);
 int omig_cmd_mpirun_args(int argc, char **argv);
 int omig_cmd_placeholder(int argc, char **argv);
 int omig_cmd_quiesce(int argc, char **argv);
+int omig_cmd_rate(int argc, char **argv);
 int omig_cmd_restart(int argc, char **argv);
 int omig_cmd_resume(int argc, char **argv);
 int omig_cmd_status(int argc, char **argv);

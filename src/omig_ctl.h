@@ -46,6 +46,12 @@ enum omig_ctl_type {
     OMIG_CTL_REPAIRED = 15, /* up: status 0 or error */
     OMIG_CTL_CHECKPOINT = 16,   /* tool -> mpirun: payload "dir=STORE stop=0|1 keep=K" */
     OMIG_CTL_CHECKPOINTED = 17, /* mpirun -> tool: report "dir=.. seq=.. ..." + a line per rank */
+    OMIG_CTL_TRACK = 18,    /* orted -> rank: make a userfaultfd for dirty tracking */
+    OMIG_CTL_TRACKED = 19,  /* rank -> orted: status 0 and the userfaultfd passed along
+                             * (SCM_RIGHTS; the rank has closed its copy), or ERROR */
+    OMIG_CTL_RATE = 20,     /* tool -> mpirun "rank=R seconds=S interval_ms=I", and the reply:
+                             * "rank= node= tracked_bytes= written_bytes= rounds= interval_ms=
+                             * max_round_bytes=" (the rank's dirty rate, measured) */
 };
 
 /* Status codes the side-cars put in ERROR replies (ranks may send any non-zero value). */
@@ -91,6 +97,10 @@ const char *omig_ctl_type_name(int type);
  * a few seconds for a peer that does not read (a non-blocking fd is fine). No SIGPIPE. */
 int omig_ctl_send(int fd, int type, uint32_t epoch, int32_t rank, int32_t status,
                   const void *payload, size_t len);
+/* The same with passfd (>= 0) passed along to the peer (SCM_RIGHTS on a unix socket): a
+ * reader keeps it for omig_ctl_reader_take_fd. */
+int omig_ctl_send_fd(int fd, int type, uint32_t epoch, int32_t rank, int32_t status,
+                     const void *payload, size_t len, int passfd);
 
 /* Blocking receive of one message into hdr and buf (payload NUL-terminated when it fits,
  * so text payloads can be used as strings). Returns the payload length. timeout_ms bounds the
@@ -108,9 +118,11 @@ struct omig_ctl_reader {
     size_t got;                 /* bytes of the current message read so far */
     char *payload;
     size_t cap;
+    int fd;                     /* passed with a message (SCM_RIGHTS), not taken yet; or -1 */
 };
 void omig_ctl_reader_init(struct omig_ctl_reader *r);
 int omig_ctl_reader_feed(int fd, struct omig_ctl_reader *r);
+int omig_ctl_reader_take_fd(struct omig_ctl_reader *r);
 void omig_ctl_reader_free(struct omig_ctl_reader *r);
 
 /* Listening socket at path: parent directory created 0700 (an existing one must be ours and

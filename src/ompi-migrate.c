@@ -24,6 +24,7 @@ static const struct subcommand subcommands[] = {
     { "resume", omig_cmd_resume, "let a quiesced job go on" },
     { "migrate", omig_cmd_migrate, "move a rank of a running job to another node" },
     { "evacuate", omig_cmd_evacuate, "move every rank of a running job off a node" },
+    { "rate", omig_cmd_rate, "measure how fast a rank of a running job writes its memory" },
     { "checkpoint", omig_cmd_checkpoint, "checkpoint a running job, consistently, to a directory" },
     { "restart", omig_cmd_restart, "restart a checkpointed job (mpirun with the images)" },
     { "placeholder", omig_cmd_placeholder, "stand in for a rank until restart restores it "

@@ -6,6 +6,8 @@
 #     (schizo_migrate_strategy stream) back to node2; the report names each strategy;
 #   - a streamed move whose page stream breaks (fault transfer:2) leaves rank 2 running where
 #     it was, and it moves afterwards by copy (a copy's broken transfer is t-migrate's);
+#   - first, `ompi-migrate rate` measures rank 1's dirty rate (about 0.48 MiB/s) and the
+#     rank then moves as usual: the tracking left nothing behind;
 #   - an unknown strategy is refused by the tool (usage) and, set as the job's default, by
 #     mpirun before anything moves;
 # at the end the job checks every page of rank 1 against what it wrote and every message.
@@ -35,6 +37,18 @@ omig_mpirun_bg "$TMPD/job.out" --mca crcp migrate --mca schizo_migrate_strategy 
     "$BIN" -m 48 -r 0.01
 wait_job_ready "$MPIRUN_PID" 3
 sleep 1
+
+# The dirty rate, measured on rank 1's node (userfaultfd write-protection from its daemon).
+out=$("$OMPI_MIGRATE" rate --job "$MPIRUN_PID" --rank 1 --seconds 3 --interval 1000 --json) ||
+    fail "measuring rank 1's dirty rate failed: $out"
+rate=$(echo "$out" | json_nums bytes_per_s) tracked=$(echo "$out" | json_nums tracked_bytes)
+[ "$tracked" -ge $((48 << 20)) ] || fail "rank 1's tracked memory ($tracked bytes) is below its 48 MiB: $out"
+# dirty rewrites 1% of 48 MiB per second (0.48 MiB/s); MPI's own buffers add a little
+[ "$rate" -ge $((300 << 10)) ] && [ "$rate" -le $((2 << 20)) ] ||
+    fail "rank 1's measured dirty rate $rate B/s is not about 0.48 MiB/s: $out"
+out=$("$OMPI_MIGRATE" rate --job "$MPIRUN_PID" --rank 9 2>&1) && fail "rate of rank 9 accepted: $out"
+echo "$out" | grep -q "rank 9 does not exist" || fail "wrong refusal of rank 9: $out"
+pass "rank 1's dirty rate measured: $rate B/s of $tracked bytes (it writes 0.48 MiB/s of its buffer)"
 
 move 1 node3 copy --strategy copy
 move 1 node1 stream --strategy stream

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "omig_ctl.h"
+#include "omig_dirty.h"
 #include "crcp_migrate.h"
 
 #define POLL_MS 200   /* how often the thread looks at the stop flag */
@@ -82,6 +83,24 @@ static void serve_repair(const struct omig_ctl_hdr *cmd, char *payload)
     reply(cmd, OMIG_CTL_REPAIRED, rc, err);
 }
 
+/* Dirty tracking: the userfaultfd must be made by this process; the daemon tracks it from
+ * outside. This copy is closed at once, so CRIU never finds a userfaultfd here. */
+static void serve_track(const struct omig_ctl_hdr *cmd)
+{
+    char text[128];
+    int fd = omig_dirty_uffd_new();
+
+    if (fd < 0) {
+        snprintf(text, sizeof(text), "userfaultfd with asynchronous write-protection: %s "
+                 "(Linux >= 6.7 with CONFIG_USERFAULTFD)", strerror(-fd));
+        reply(cmd, OMIG_CTL_TRACKED, OMPI_ERROR, text);
+        return;
+    }
+    omig_ctl_send_fd(ctl_fd, OMIG_CTL_TRACKED, cmd->epoch, crcp_migrate_state.me, 0, NULL, 0,
+                     fd);
+    close(fd);
+}
+
 static void serve(const struct omig_ctl_hdr *cmd, char *payload)
 {
     struct crcp_migrate_quiesce_stats_t st = { 0 };
@@ -105,6 +124,9 @@ static void serve(const struct omig_ctl_hdr *cmd, char *payload)
         break;
     case OMIG_CTL_REPAIR:
         serve_repair(cmd, payload);
+        break;
+    case OMIG_CTL_TRACK:
+        serve_track(cmd);
         break;
     default:
         CRCP_MIGRATE_VERBOSE(1, "crcp:migrate: ignoring control message of type %u", cmd->type);
