@@ -38,8 +38,8 @@ static int schizo_migrate_register(void)
     mca_schizo_migrate_params.strategy = "copy";
     (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version,
         "strategy", "How a migration moves a rank's memory when `ompi-migrate migrate` names "
-        "no --strategy: copy (dump to images on the old node, then send them; a failure "
-        "anywhere before the restore puts the rank back) or stream (the pages go to the new "
+        "no --strategy: copy (dump to images on the old node, sent while CRIU writes them; a "
+        "failure anywhere before the restore puts the rank back) or stream (the pages go to the new "
         "node's CRIU page server during the dump: shorter downtime, but a failure after the "
         "dump loses the rank)", MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9,
         MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.strategy);

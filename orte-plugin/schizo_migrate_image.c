@@ -263,18 +263,20 @@ static int dump(struct schizo_migrate_work *w, bool leave_running, int ps_socket
     return 0;
 }
 
-/* The connection for a streamed move: the new node's page server takes the pages during the
- * dump. A failure here leaves the rank untouched. -1 with w->err, or the socket. */
-static int stream_open(struct schizo_migrate_work *w)
+/* The image connection, made before the dump (the receiver listens since PREPARE: a refused
+ * connection is no startup race to wait out, but a receiver that is gone: do not insist). For
+ * a streamed move the new node's page server takes the pages during the dump. A failure here
+ * leaves the rank untouched. -1 with w->err, or the socket. */
+static int transfer_open(struct schizo_migrate_work *w)
 {
     char why[sizeof(w->err) - 16];
-    int sock = omig_xfer_connect(w->addr, w->port, 2000, w->key, OMIG_XFER_PAGES_FIRST, why,
-                                 sizeof(why));
+    int sock = omig_xfer_connect(w->addr, w->port, 2000, w->key,
+                                 w->stream ? OMIG_XFER_PAGES_FIRST : 0, why, sizeof(why));
 
     if (sock < 0) {
         snprintf(w->err, sizeof(w->err), "transfer: %s", why);
     } else if (w->fail_transfer) {
-        shutdown(sock, SHUT_RDWR);      /* the dump then fails on its first page */
+        shutdown(sock, SHUT_RDWR);      /* the transfer fails on its first bytes */
     }
     return sock;
 }
@@ -298,45 +300,75 @@ static int dump_streamed(struct schizo_migrate_work *w, int sock)
     return rc;
 }
 
-/* A move: dump (CRIU kills the rank at the end: the image is the rank now), then send the
- * images. Streamed, the pages leave during the dump and only the rest follows: no copy of the
- * memory is kept here, so from the dump's end on no rollback is possible. */
+struct dump_thread {
+    struct schizo_migrate_work *w;
+    int rc;
+    volatile int finished;
+};
+
+static void *dump_main(void *arg)
+{
+    struct dump_thread *t = arg;
+
+    t->rc = dump(t->w, false, -1);
+    __atomic_store_n(&t->finished, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* A dump into w->dir while its pages file is already sent as CRIU writes it (the name goes to
+ * sent): the transfer overlaps the dump and the whole image stays here for a rollback. The
+ * dump's outcome; *follow_rc and why say how the sending went. */
+static int dump_followed(struct schizo_migrate_work *w, int sock, char *sent, size_t slen,
+                         int *follow_rc, char *why, size_t wlen)
+{
+    struct dump_thread t = { .w = w };
+    pthread_t tid;
+
+    sent[0] = '\0';
+    *follow_rc = 0;
+    if (0 != pthread_create(&tid, NULL, dump_main, &t)) {
+        return dump(w, false, -1);      /* no overlap, then */
+    }
+    *follow_rc = omig_xfer_send_follow(sock, w->dir, "pages-", &t.finished, sent, slen,
+                                       &w->st, why, wlen);
+    pthread_join(tid, NULL);
+    return t.rc;
+}
+
+/* A move: dump (CRIU kills the rank at the end: the image is the rank now) and send the
+ * images. copy: the pages file leaves while CRIU writes it, the rest after; everything stays
+ * here until the move is committed. stream: the pages leave during the dump through CRIU's
+ * page server and only the rest follows: no copy of the memory is kept here, so from the
+ * dump's end on no rollback is possible. */
 static void do_dump_send(struct schizo_migrate_work *w)
 {
-    char why[sizeof(w->err) - 16];
+    char why[sizeof(w->err) - 16], sent[256] = "";
     pid_t ids[SCHIZO_MIGRATE_MAX_TIDS];
     int nids = schizo_migrate_local_tids(w->pid, ids, SCHIZO_MIGRATE_MAX_TIDS);
-    int sock = -1, rc;
+    int sock, rc = 0;
     double t0;
 
-    if (w->stream && (sock = stream_open(w)) < 0) {
+    memset(&w->st, 0, sizeof(w->st));
+    if ((sock = transfer_open(w)) < 0) {
         return;
     }
-    if (0 != (sock >= 0 ? dump_streamed(w, sock) : dump(w, false, -1))) {
+    t0 = omig_ctl_now_ms();
+    if (0 != (w->stream ? dump_streamed(w, sock)
+                        : dump_followed(w, sock, sent, sizeof(sent), &rc, why, sizeof(why)))) {
         goto out;
     }
     w->dumped = true;
     schizo_migrate_local_pid_hold(ids, nids);  /* for the restore, and a rollback's */
-    if (w->fail_transfer && sock < 0) {
-        snprintf(w->err, sizeof(w->err), "transfer: failed on purpose (schizo_migrate_fail)");
-        goto out;
-    }
-    t0 = omig_ctl_now_ms();
-    /* The receiver listens since PREPARE: a refused connection is no startup race to wait
-     * out, but a receiver that is gone (its daemon ending): do not insist. */
-    rc = sock >= 0 ? omig_xfer_send_on(sock, w->dir, &w->st, why, sizeof(why))
-                   : omig_xfer_send(w->dir, w->addr, w->port, 2000, w->key, &w->st, why,
-                                    sizeof(why));
-    if (0 != rc) {
-        snprintf(w->err, sizeof(w->err), "transfer: %s", why);
+    t0 += w->dump_ms;       /* the transfer's time is what it took beyond the dump */
+    if (0 != rc || 0 != omig_xfer_send_on(sock, w->dir, sent, &w->st, why, sizeof(why))) {
+        snprintf(w->err, sizeof(w->err), "transfer: %s", w->fail_transfer ? "failed on "
+                 "purpose (schizo_migrate_fail)" : why);
         goto out;
     }
     w->transfer_ms = elapsed_ms(t0);
     w->rc = 0;
 out:
-    if (sock >= 0) {
-        close(sock);
-    }
+    close(sock);
 }
 
 /* A checkpoint: the rank runs on after the dump. */

@@ -13,8 +13,9 @@
  * leave (the rank closes its transports and leaves PMIx), detach, dump, transfer, restore (CRIU
  * restore, adoption, rejoin), reconnect (rejoin and the peers' endpoint repair), downtime (the
  * rank's last MPI progress on the old node -> the job resumed with it on the new one).
- * --strategy: copy (images dumped on the old node, then sent) or stream (pages sent during the
- * dump, to the new node's CRIU page server); mpirun's schizo_migrate_strategy by default.
+ * --strategy: copy (images dumped on the old node and sent as CRIU writes them) or stream (pages
+ * sent to the new node's CRIU page server, no copy kept); mpirun's schizo_migrate_strategy by
+ * default.
  * Exit status: 0 moved; 1 refused or failed (the rank runs where it did); 2 usage; 3 a rank
  * was lost (its move failed and it could not be brought back).
  */
@@ -69,10 +70,11 @@ static int usage(FILE *out)
                      "  Move rank R of the job to node NODE (a node of the job), while it "
                      "runs.\n");
     }
-    fprintf(out, "  --strategy copy: dump to images on the old node, then send them (a failure "
-                 "before the\n    restore puts the rank back); stream: pages go to the new "
-                 "node during the dump\n    (shorter downtime; a failure after the dump loses "
-                 "the rank). Default: mpirun's\n    schizo_migrate_strategy (copy).\n");
+    fprintf(out, "  --strategy copy: dump to images on the old node, sent while CRIU writes "
+                 "them (a failure\n    before the restore puts the rank back); stream: pages "
+                 "go to the new node's CRIU\n    page server, no copy on the old node (a failure "
+                 "after the dump loses the rank).\n    Default: mpirun's schizo_migrate_strategy "
+                 "(copy).\n");
     fprintf(out, "  --job may be omitted when exactly one job of yours runs with the plugin.\n");
     return out == stdout ? 0 : 2;
 }

@@ -50,8 +50,16 @@ int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout
 #define OMIG_XFER_PAGES_FIRST 1u    /* a dump's pages, through --ps-socket (omig_criu.h) */
 int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, const char *key,
                       uint32_t flags, char *err, size_t len);
-int omig_xfer_send_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
-                      size_t len);
+/* Every file of dir but skip (NULL: none) on sock, then the receiver's verdict; st counts on
+ * from what was sent before on sock (omig_xfer_send_follow). */
+int omig_xfer_send_on(int sock, const char *dir, const char *skip, struct omig_xfer_stats *st,
+                      char *err, size_t len);
+/* While another thread writes into dir (CRIU dumping): wait for a file whose name starts
+ * with prefix and send it as it grows, until *finished is set and all of it went. Its name
+ * goes to name ("" if none appeared before *finished), so that send_on skips it. */
+int omig_xfer_send_follow(int sock, const char *dir, const char *prefix,
+                          const volatile int *finished, char *name, size_t nlen,
+                          struct omig_xfer_stats *st, char *err, size_t len);
 int omig_xfer_accept(int listen_fd, int timeout_ms, const char *key, uint32_t *flags,
                      char *err, size_t len);
 int omig_xfer_recv_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,

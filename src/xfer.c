@@ -5,6 +5,8 @@
  *   sender:   "OMIGXFR2", 16-byte key, u32 flags
  *             with OMIG_XFER_PAGES_FIRST: a CRIU page-server session (criu/page-xfer.c)
  *             per file: u32 name_len, u32 mode, u64 size, name, data, u64 checksum
+ *             (size FOLLOWED: a file still being written; its data comes as chunks "u64 n,
+ *             n bytes", n a multiple of the block size but for the last, ended by n = 0)
  *             end:      u32 0, u32 0, u64 number of files
  *   receiver: u8 status (0 = all files intact), u8 n, n bytes of error message
  * The checksum of a file folds omig_xfer_checksum over its consecutive 1 MiB blocks, so both
@@ -42,6 +44,7 @@
 #define MAGIC "OMIGXFR2"
 #define BLOCK (1U << 20)
 #define NAME_MAX_LEN 255
+#define FOLLOWED UINT64_MAX     /* file_hdr.size of a file sent while it grows */
 
 struct file_hdr {
     uint32_t name_len;
@@ -313,7 +316,10 @@ static int send_file(int sock, int dirfd, const char *name, const struct stat *s
     return rc ? -1 : 0;
 }
 
-static int send_dir(int sock, const char *dir, struct omig_xfer_stats *st, char *err, size_t len)
+/* Every regular file of dir but skip (sent already, "" for none); st counts on from what was
+ * sent before on this connection. */
+static int send_dir(int sock, const char *dir, const char *skip, struct omig_xfer_stats *st,
+                    char *err, size_t len)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -325,7 +331,8 @@ static int send_dir(int sock, const char *dir, struct omig_xfer_stats *st, char 
         return -1;
     }
     while (!rc && (e = readdir(d))) {
-        if (!name_ok(e->d_name) || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW)) {
+        if (!name_ok(e->d_name) || 0 == strcmp(e->d_name, skip) ||
+            fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW)) {
             continue;
         }
         if (!S_ISREG(sb.st_mode)) {
@@ -389,16 +396,15 @@ int omig_xfer_connect(const char *host, uint16_t port, int timeout_ms, const cha
     return sock;
 }
 
-int omig_xfer_send_on(int sock, const char *dir, struct omig_xfer_stats *st, char *err,
-                      size_t len)
+int omig_xfer_send_on(int sock, const char *dir, const char *skip, struct omig_xfer_stats *st,
+                      char *err, size_t len)
 {
     struct omig_xfer_stats local = { 0 };
     st = st ? st : &local;
-    memset(st, 0, sizeof(*st));
     err[0] = '\0';
 
     double t0 = now();
-    int rc = send_dir(sock, dir, st, err, len);
+    int rc = send_dir(sock, dir, skip ? skip : "", st, err, len);
     if (rc && 0 == err[0]) {
         snprintf(err, len, "sending: %s", strerror(errno));
     }
@@ -416,11 +422,120 @@ int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout
     if (sock < 0) {
         return -1;
     }
-    int rc = omig_xfer_send_on(sock, dir, st, err, len);
+    struct omig_xfer_stats local = { 0 };
+    st = st ? st : &local;
+    memset(st, 0, sizeof(*st));
+    int rc = omig_xfer_send_on(sock, dir, NULL, st, err, len);
     if (st) {
         st->seconds = now() - t0;
     }
     close(sock);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- follower */
+
+/* The first file of dir whose name starts with prefix, opened; -1 if none (yet). */
+static int open_prefixed(const char *dir, const char *prefix, char *name, size_t nlen)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int fd = -1;
+
+    while (NULL != d && fd < 0 && NULL != (e = readdir(d))) {
+        if (0 == strncmp(e->d_name, prefix, strlen(prefix)) && name_ok(e->d_name) &&
+            strlen(e->d_name) < nlen) {
+            snprintf(name, nlen, "%s", e->d_name);
+            fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        }
+    }
+    if (NULL != d) {
+        closedir(d);
+    }
+    return fd;
+}
+
+/* Bytes [off, off + n) of fd as one chunk, hashed block by block into *sum. */
+static int send_chunk(int sock, int fd, uint64_t off, uint64_t n, char *buf, uint64_t *sum)
+{
+    if (send_all(sock, &n, sizeof(n))) {
+        return -1;
+    }
+    for (uint64_t done = 0; done < n;) {
+        size_t k = n - done < BLOCK ? (size_t) (n - done) : BLOCK;
+        if (pread(fd, buf, k, (off_t) (off + done)) != (ssize_t) k) {
+            errno = EIO;
+            return -1;
+        }
+        *sum = omig_xfer_checksum(buf, k, *sum);
+        if (send_all(sock, buf, k)) {
+            return -1;
+        }
+        done += k;
+    }
+    return 0;
+}
+
+/* Stream fd while its writer goes on: whole blocks as they appear, the rest once *finished. */
+static int follow_file(int sock, int fd, const char *name, const volatile int *finished,
+                       struct omig_xfer_stats *st, char *buf)
+{
+    struct file_hdr h = { .name_len = (uint32_t) strlen(name), .mode = 0600, .size = FOLLOWED };
+    uint64_t off = 0, sum = OMIG_XFER_CHECKSUM_INIT, zero = 0;
+    struct stat sb;
+
+    if (send_all(sock, &h, sizeof(h)) || send_all(sock, name, h.name_len)) {
+        return -1;
+    }
+    for (;;) {
+        int last = __atomic_load_n(finished, __ATOMIC_ACQUIRE);     /* before the size */
+        if (fstat(fd, &sb)) {
+            return -1;
+        }
+        uint64_t n = (uint64_t) sb.st_size - off;
+        n -= last ? 0 : n % BLOCK;
+        if (n > 0 && send_chunk(sock, fd, off, n, buf, &sum)) {
+            return -1;
+        }
+        off += n;
+        if (last) {
+            break;
+        }
+        if (0 == n) {
+            usleep(500);
+        }
+    }
+    st->files++;
+    st->bytes += off;
+    return send_all(sock, &zero, sizeof(zero)) || send_all(sock, &sum, sizeof(sum)) ? -1 : 0;
+}
+
+int omig_xfer_send_follow(int sock, const char *dir, const char *prefix,
+                          const volatile int *finished, char *name, size_t nlen,
+                          struct omig_xfer_stats *st, char *err, size_t len)
+{
+    char *buf = malloc(BLOCK);
+    int fd = -1, rc = 0;
+
+    name[0] = '\0';
+    while (NULL != buf && fd < 0 && (fd = open_prefixed(dir, prefix, name, nlen)) < 0 &&
+           !__atomic_load_n(finished, __ATOMIC_ACQUIRE)) {
+        usleep(500);
+    }
+    if (fd < 0 && NULL != buf) {
+        fd = open_prefixed(dir, prefix, name, nlen);    /* it may have come last moment */
+    }
+    if (NULL == buf || (fd >= 0 && 0 != (rc = follow_file(sock, fd, name, finished, st, buf)))) {
+        snprintf(err, len, "sending %s while it was written: %s", name,
+                 NULL == buf ? "out of memory" : strerror(errno));
+        rc = -1;
+    }
+    if (fd < 0) {
+        name[0] = '\0';
+    } else {
+        close(fd);
+    }
+    free(buf);
     return rc;
 }
 
@@ -464,24 +579,45 @@ void omig_xfer_flusher_stop(struct omig_xfer_flusher *f)
 
 /* ---------------------------------------------------------------- receiver */
 
-/* Receive one file's data into FD through BUF, block by block, and check its checksum. */
-static int recv_data(int sock, int fd, uint64_t size, char *buf, const char *name, char *err, size_t len)
+/* n bytes of a file's data into fd through buf, block by block, hashed into *sum; *got counts
+ * the bytes so far. */
+static int recv_bytes(int sock, int fd, uint64_t n, char *buf, uint64_t *sum, uint64_t *got,
+                      const char *name, char *err, size_t len)
 {
-    uint64_t sum = OMIG_XFER_CHECKSUM_INIT, want;
-
-    for (uint64_t off = 0; off < size; off += BLOCK) {
-        size_t n = size - off < BLOCK ? (size_t) (size - off) : BLOCK;
-        if (recv_all(sock, buf, n)) {
-            snprintf(err, len, "%s: connection lost after %llu of %llu bytes", name,
-                     (unsigned long long) off, (unsigned long long) size);
+    for (uint64_t off = 0; off < n; off += BLOCK) {
+        size_t k = n - off < BLOCK ? (size_t) (n - off) : BLOCK;
+        if (recv_all(sock, buf, k)) {
+            snprintf(err, len, "%s: connection lost after %llu bytes", name,
+                     (unsigned long long) (*got + off));
             return -1;
         }
-        sum = omig_xfer_checksum(buf, n, sum);
-        if (write_all(fd, buf, n)) {
+        *sum = omig_xfer_checksum(buf, k, *sum);
+        if (write_all(fd, buf, k)) {
             snprintf(err, len, "%s: write: %s", name, strerror(errno));
             return -1;
         }
     }
+    *got += n;
+    return 0;
+}
+
+/* Receive one file's data (size bytes, or chunks for a FOLLOWED file) into FD through BUF and
+ * check its checksum; *got: its size. */
+static int recv_data(int sock, int fd, uint64_t size, char *buf, uint64_t *got,
+                     const char *name, char *err, size_t len)
+{
+    uint64_t sum = OMIG_XFER_CHECKSUM_INIT, want, n = size;
+
+    *got = 0;
+    do {
+        if (FOLLOWED == size && recv_all(sock, &n, sizeof(n))) {
+            snprintf(err, len, "%s: connection lost between chunks", name);
+            return -1;
+        }
+        if (recv_bytes(sock, fd, n, buf, &sum, got, name, err, len)) {
+            return -1;
+        }
+    } while (FOLLOWED == size && n > 0);
     if (recv_all(sock, &want, sizeof(want))) {
         snprintf(err, len, "%s: connection lost before its checksum", name);
         return -1;
@@ -497,7 +633,7 @@ static int recv_data(int sock, int fd, uint64_t size, char *buf, const char *nam
 /* One file (DIR, open as dirfd): header already read. Files are 0600 whatever the sender's
  * mode: images hold a process's memory. */
 static int recv_file(int sock, const char *dir, int dirfd, const struct file_hdr *h, char *buf,
-                     char *err, size_t len)
+                     uint64_t *got, char *err, size_t len)
 {
     char name[NAME_MAX_LEN + 1];
 
@@ -518,7 +654,7 @@ static int recv_file(int sock, const char *dir, int dirfd, const struct file_hdr
         }
         return -1;
     }
-    int rc = recv_data(sock, fd, h->size, buf, name, err, len);
+    int rc = recv_data(sock, fd, h->size, buf, got, name, err, len);
     close(fd);
     if (rc && omig_disk_full_error(err)) {
         omig_disk_full_text(dir, err, len);     /* while the failed file still takes its room */
@@ -534,6 +670,7 @@ static int recv_dir(int sock, const char *dir, int dirfd, struct omig_xfer_stats
 {
     struct file_hdr h;
     char *buf = malloc(BLOCK);
+    uint64_t got;
 
     int rc = buf ? 0 : -1;
     while (!rc) {
@@ -547,9 +684,9 @@ static int recv_dir(int sock, const char *dir, int dirfd, struct omig_xfer_stats
                 rc = -1;
             }
             break;
-        } else if (0 == (rc = recv_file(sock, dir, dirfd, &h, buf, err, len))) {
+        } else if (0 == (rc = recv_file(sock, dir, dirfd, &h, buf, &got, err, len))) {
             st->files++;
-            st->bytes += h.size;
+            st->bytes += got;
         }
     }
     free(buf);
