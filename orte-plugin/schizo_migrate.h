@@ -195,6 +195,7 @@ int schizo_migrate_hnp_request(int type, const void *payload, size_t len,
 void schizo_migrate_rate_start(struct tool_conn *tool, const char *request);
 void schizo_migrate_rate_reply(const struct schizo_migrate_msg *m);
 void schizo_migrate_rate_tool_closed(struct tool_conn *tool);
+bool schizo_migrate_rate_active(void);
 void schizo_migrate_rate_request(const struct schizo_migrate_msg *m);
 void schizo_migrate_rate_stop(void);
 

@@ -187,6 +187,10 @@ bool schizo_migrate_hnp_busy(char *what, size_t len)
         snprintf(what, len, "a checkpoint");
         return true;
     }
+    if (schizo_migrate_rate_active()) {
+        snprintf(what, len, "a rate measurement");
+        return true;
+    }
     return false;
 }
 

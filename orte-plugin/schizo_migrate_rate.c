@@ -212,9 +212,9 @@ static orte_proc_t *rate_rank(struct tool_conn *tool, const char *text, int seco
                interval_ms > seconds * 1000) {
         snprintf(why, sizeof(why), "rate: want 1 <= seconds <= %d and 10 <= interval_ms <= "
                  "seconds*1000", SECONDS_MAX);
-    } else if (rt.running || schizo_migrate_hnp_busy(busy, sizeof(busy))) {
+    } else if (schizo_migrate_hnp_busy(busy, sizeof(busy))) {
         snprintf(why, sizeof(why), "rate: job %d is busy with %s: retry when it is done",
-                 (int) getpid(), rt.running ? "another rate measurement" : busy);
+                 (int) getpid(), busy);
     } else if (NULL == (proc = opal_pointer_array_get_item(jdata->procs, (int) rank)) ||
                NULL == proc->node || proc->state >= ORTE_PROC_STATE_UNTERMINATED ||
                !schizo_migrate_hnp_connected((orte_vpid_t) rank, &n)) {
@@ -223,8 +223,8 @@ static orte_proc_t *rate_rank(struct tool_conn *tool, const char *text, int seco
         proc = NULL;
     }
     if (NULL == proc) {
-        schizo_migrate_hnp_tool_send(tool, OMIG_CTL_ERROR, rt.running || busy[0] ?
-                                     OMIG_CTL_EBUSY : OMIG_CTL_EINVAL, why);
+        schizo_migrate_hnp_tool_send(tool, OMIG_CTL_ERROR, busy[0] ? OMIG_CTL_EBUSY
+                                                                    : OMIG_CTL_EINVAL, why);
     }
     return proc;
 }
@@ -261,6 +261,11 @@ void schizo_migrate_rate_reply(const struct schizo_migrate_msg *m)
     if (rt.running && m->id == rt.id) {
         rate_done(m->status, m->text);
     }
+}
+
+bool schizo_migrate_rate_active(void)
+{
+    return rt.running;
 }
 
 void schizo_migrate_rate_tool_closed(struct tool_conn *tool)
