@@ -81,10 +81,24 @@ omig_restart() {
         timeout 300 "$OMPI_MIGRATE" restart --dir "$store" -- "$@" >"$out" 2>&1
 }
 
-# job_started N: the job of MPIRUN_PID runs its N ranks; JOB_PIDS are their pids.
+# job_started N: the job of MPIRUN_PID runs its N ranks; JOB_PIDS are their "node:pid" (each
+# node has its own PID namespace).
 job_started() {
     wait_job_ready "$MPIRUN_PID" "$1"
-    JOB_PIDS=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk 'NR > 2 { print $3 }')
+    JOB_PIDS=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk 'NR > 2 { print $2 ":" $3 }')
+}
+
+# on_node NODE CMD...: run CMD in NODE (its pids are the ones `ompi-migrate status` shows).
+on_node() { "$CLUSTER" exec "$@"; }
+
+# rank_kill SIGNAL RANK: signal rank RANK of the job of MPIRUN_PID on its node; prints
+# "node:pid".
+rank_kill() {
+    local np
+    np=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk -v r="$2" '$1 == r { print $2 ":" $3 }')
+    [ -n "$np" ] || fail "rank $2 is not in the job's status"
+    on_node "${np%%:*}" kill "-$1" "${np#*:}" || fail "cannot signal rank $2 ($np)"
+    echo "$np"
 }
 
 # job_verified OUT WHAT: the job (torture, or any program that prints "RESULT ok ... errors=0")
@@ -104,7 +118,7 @@ job_ended() {
     MPIRUN_PID=
     for _ in $(seq 100); do
         left=
-        for p in $JOB_PIDS; do [ -e "/proc/$p" ] && left="$left $p"; done
+        for p in $JOB_PIDS; do on_node "${p%%:*}" test -e "/proc/${p#*:}" && left="$left $p"; done
         [ -z "$left" ] && return 0
         sleep 0.1
     done

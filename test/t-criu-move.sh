@@ -12,7 +12,9 @@ MIB=${OMIG_MEMHOG_MIB:-256}
 SEED=$((RANDOM * 65536 + RANDOM))
 DIR=/tmp/omig-move-$$            # the same path on both nodes: each node has its own /tmp
 LOCAL=$(mktemp -d)
-PID=
+PID=                              # memhog's pid in its node's PID namespace
+NODE=node1                        # where it runs
+ENTER=                            # the `cluster.sh exec` that started it (a pid here)
 
 [ -x "$MIGRATE" ] || fail "$MIGRATE not built"
 [ -x "$MEMHOG" ] || fail "$MEMHOG not built"
@@ -26,10 +28,8 @@ on() { "$CLUSTER" exec "$@"; }
 
 cleanup() {
     exec 2>/dev/null                # bash would report the killed memhog job
-    if [ -n "$PID" ] && grep -qs memhog "/proc/$PID/cmdline"; then
-        kill -9 "$PID" 2>/dev/null
-    fi
     if "$CLUSTER" status >/dev/null 2>&1; then
+        [ -n "$PID" ] && on "$NODE" sh -c "grep -qs memhog /proc/$PID/cmdline && kill -9 $PID"
         on node1 rm -rf "$DIR" 2>/dev/null
         on node2 rm -rf "$DIR" 2>/dev/null
     fi
@@ -47,8 +47,8 @@ N2_IP=$("$CLUSTER" ip node2)
 
 # Namespace identity of a node, seen from a process started there.
 ns_of() { on "$1" readlink /proc/self/ns/net /proc/self/ns/mnt /proc/self/ns/uts | tr '\n' ' '; }
-# ns_of_pid PID: the same for a process (read from the root namespaces).
-ns_of_pid() { readlink "/proc/$1/ns/net" "/proc/$1/ns/mnt" "/proc/$1/ns/uts" | tr '\n' ' '; }
+# ns_of_pid NODE PID: the same for a process of NODE (each node has its own PID namespace).
+ns_of_pid() { on "$1" readlink "/proc/$2/ns/net" "/proc/$2/ns/mnt" "/proc/$2/ns/uts" | tr '\n' ' '; }
 # wait_file NODE FILE: print FILE's content once it exists on NODE (at most ~30 s).
 wait_file() {
     local _
@@ -67,11 +67,11 @@ pass "node1's /tmp is invisible on node2"
 
 # ---- memhog on node1
 "$CLUSTER" exec node1 "$MEMHOG" "$MIB" "$SEED" "$DIR/result" "$DIR/ready" </dev/null >/dev/null 2>&1 &
-PID=$!
+ENTER=$!
 ready=$(wait_file node1 "$DIR/ready") || fail "memhog did not start on node1"
-read -r rpid sum <<<"$ready"
-[ "$rpid" = "$PID" ] || fail "memhog reports pid $rpid, started $PID"
-[ "$(ns_of_pid "$PID")" = "$(ns_of node1)" ] || fail "memhog is not in node1's namespaces"
+read -r PID sum <<<"$ready"
+on node1 grep -qs memhog "/proc/$PID/cmdline" || fail "memhog reports pid $PID, not its own on node1"
+[ "$(ns_of_pid node1 "$PID")" = "$(ns_of node1)" ] || fail "memhog is not in node1's namespaces"
 pass "memhog ($MIB MiB, seed $SEED, checksum $sum) runs on node1 as pid $PID"
 
 # ---- dump on node1 into node1's /tmp
@@ -79,10 +79,10 @@ pass "memhog ($MIB MiB, seed $SEED, checksum $sum) runs on node1 as pid $PID"
 # (bash reports the killed job on the shell's own stderr, silenced meanwhile.)
 exec 3>&2 2>/dev/null
 out=$(on node1 "$MIGRATE" image dump "$PID" "$DIR/img" 2>&1); rc=$?
-[ $rc = 0 ] && wait "$PID"
+[ $rc = 0 ] && wait "$ENTER"
 exec 2>&3 3>&-
 [ $rc = 0 ] || fail "dump on node1: $out"
-[ -e "/proc/$PID" ] && fail "pid $PID still exists after the dump"
+on node1 test -e "/proc/$PID" && fail "pid $PID still exists on node1 after the dump"
 [ "$(on node1 stat -c %a "$DIR/img")" = 700 ] || fail "image dir is not 0700"
 modes=$(on node1 find "$DIR/img" -type f ! -perm 0600)
 [ -z "$modes" ] || fail "image files not 0600: $modes"
@@ -110,17 +110,18 @@ pass "node1's images deleted before the restore"
 out=$(on node2 "$MIGRATE" image restore "$DIR/img" 2>&1) || fail "restore on node2: $out"
 npid=$(echo "$out" | sed -n 's/^restored pid \([0-9]*\) .*/\1/p')
 [ "$npid" = "$PID" ] || fail "restored pid '$npid' != dumped pid $PID: $out"
-[ "$(ns_of_pid "$PID")" = "$(ns_of node2)" ] || fail "restored memhog is not in node2's namespaces"
+NODE=node2
+[ "$(ns_of_pid node2 "$PID")" = "$(ns_of node2)" ] || fail "restored memhog is not in node2's namespaces"
 pass "$out, in node2's net/mnt/uts namespaces"
 
 # ---- verification by the process itself, result written into node2's /tmp
-kill -USR1 "$PID" || fail "cannot signal restored pid $PID"
+on node2 kill -USR1 "$PID" || fail "cannot signal restored pid $PID"
 result=$(wait_file node2 "$DIR/result") || fail "no verification result on node2"
 [ "$result" = "OK $sum" ] || fail "memory verification on node2: '$result' (expected 'OK $sum')"
 on node1 test -e "$DIR/result" && fail "the result appeared on node1: the process ran there"
 pass "restored memhog verified all $MIB MiB on node2: $result"
 for _ in $(seq 50); do
-    [ -e "/proc/$PID" ] && [ "$(awk '{print $3}' "/proc/$PID/stat" 2>/dev/null)" != Z ] || break
+    on node2 sh -c "[ -e /proc/$PID ] && [ \"\$(awk '{print \$3}' /proc/$PID/stat)\" != Z ]" 2>/dev/null || break
     sleep 0.1
 done
 PID=

@@ -229,12 +229,12 @@ omig_mpirun_bg "$TMPD/kill.out" "${ARGS[@]}" -np 6 "$MPI_BIN/torture" -d 600
 wait_job_ready "$MPIRUN_PID" 6
 "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 2 --to node3 >/dev/null ||
     fail "moving rank 2 failed"
-pid=$("$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk '$1 == 2 { print $3 }')
 sleep 1
 # Quiesced first: nobody writes to rank 2, so no peer dies of SIGPIPE on its dead socket
 # before mpirun hears of rank 2 (a race any Open MPI job has; seen on a loaded CI machine).
 "$OMPI_MIGRATE" quiesce --job "$MPIRUN_PID" >/dev/null || fail "quiesce before the kill failed"
-kill -9 "$pid"
+pid=$(rank_kill 9 2)
+pid=${pid#*:}
 for i in $(seq 1 100); do kill -0 "$MPIRUN_PID" 2>/dev/null || break; sleep 0.2; done
 kill -0 "$MPIRUN_PID" 2>/dev/null && fail "the job still runs 20 s after its moved rank died"
 wait "$MPIRUN_PID" && fail "the job exited 0 although a rank was killed"

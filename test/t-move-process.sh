@@ -224,8 +224,7 @@ no_images_left
 pass "no image directory left on any node"
 
 # ---------------------------------------------------------------- the end
-pids=$(status_rows | awk '{ print $3 }')
-kill -USR1 $pids || fail "cannot signal the tickers ($pids)"
+for r in $(status_rows | awk '{ print $1 }'); do rank_kill USR1 "$r" >/dev/null; done
 wait "$MPIRUN_PID"
 rc=$?
 MPIRUN_PID=
@@ -242,7 +241,7 @@ end_stdin
 start_job abort
 for r in 0 1 2 3 4 5; do wait_line "^ticker rank=$r host=node$((r / 2 + 1)) pid=[0-9]+ tick=3$"; done
 move 2 node3
-kill -9 "$(pid_of 2)"
+rank_kill 9 2 >/dev/null
 wait "$MPIRUN_PID"
 rc=$?
 MPIRUN_PID=
@@ -256,7 +255,6 @@ end_stdin
 # ---------------------------------------------------------------- abort during a move
 start_job midway -- -k 3:1024
 for r in 0 1 2 3 4 5; do wait_line "^ticker rank=$r host=node$((r / 2 + 1)) pid=[0-9]+ tick=3$" 0 60; done
-victim=$(pid_of 0)
 "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" --rank 3 --to node3 >"$TMPD/midway.out" 2>&1 &
 mover=$!
 for i in $(seq 200); do
@@ -265,7 +263,7 @@ for i in $(seq 200); do
 done
 status_rows | grep -qE '^3 +node2 +[0-9]+ +migrating$' || fail "rank 3 never showed as migrating"
 sleep 0.2                           # into the dump of its 1 GiB
-kill -9 "$victim"
+rank_kill 9 0 >/dev/null
 wait "$MPIRUN_PID"
 rc=$?
 MPIRUN_PID=

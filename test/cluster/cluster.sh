@@ -1,10 +1,12 @@
 #!/bin/bash
-# Test cluster on one machine: N "nodes", each a persistent network + UTS + mount namespace.
+# Test cluster on one machine: N "nodes", each a persistent network + UTS + mount + PID
+# namespace.
 # Contract: doc/contracts.md, section "Test cluster". Usage: cluster.sh help.
 #
 # Node i: netns omig-node<i> (10.77.0.(10+i)/24 on eth0, a veth whose peer omig-v<i> is enslaved
 # to bridge omig-br0 10.77.0.1/24 in the head netns omig-head), UTS namespace with hostname
-# node<i>, mount namespace (slave of the root one) with private tmpfs on /tmp and /dev/shm.
+# node<i>, mount namespace (slave of the root one) with private tmpfs on /tmp and /dev/shm,
+# PID namespace whose init (omig-node-init) mounts the node's /proc and reaps orphans.
 # The UTS and mount namespaces are kept alive by bind mounts in $RUN (a private mount, which the
 # kernel requires for mount-namespace files). The root network namespace is never touched.
 set -eu
@@ -90,6 +92,8 @@ node_num() {            # node_num NODE -> i ("nodeI", "omig-nodeI" or its IP)
 netns_of() { echo "$P-node$1"; }
 uts_of() { echo "$RUN/node$1.uts"; }
 mnt_of() { echo "$RUN/node$1.mnt"; }
+pidns_of() { echo "$RUN/node$1.pid"; }
+init_of() { cat "$RUN/node$1.init" 2>/dev/null || true; }
 ip_of() { echo "$NET.$((10 + $1))"; }
 
 # Node numbers present in any form (netns or ns files), sorted.
@@ -226,10 +230,40 @@ setup_node_ns() {
         die "cannot create the UTS/mount namespaces of node$i (unshare failed)"
 }
 
+# A PID namespace per node, as on separate machines: a rank restored on one node keeps its pid
+# (CRIU restores pids) while its old copy may still exist on another node. Its init lives in the
+# node's mount namespace, mounts the node's /proc there and reaps orphans. Each node's pids
+# start at i * 100000, so that two nodes rarely hand out the same pid (a rank moves only to a
+# node where its pid is free), as when real machines' pids differ.
+setup_node_pidns() {
+    local i=$1 f init t
+    f=$(pidns_of "$i"); init=$(init_of "$i")
+    [ -n "$init" ] && [ -d "/proc/$init" ] && is_nsfs "$f" && return 0
+    umount "$f" 2>/dev/null || true
+    rm -f "$f" && touch "$f" || die "cannot recreate $f (stale mounts? run: cluster.sh down)"
+    local init_pl='system("mount", "-t", "proc", "proc", "/proc") == 0 or die; open(my $f, ">",
+        "/proc/sys/kernel/ns_last_pid") or die; print $f $ARGV[0]; close $f;
+        $0 = "omig-node-init"; while (1) { sleep 1 if wait() < 0 }'
+    setsid nsenter --mount="$(mnt_of "$i")" -- unshare --pid --fork -- \
+        perl -e "$(echo $init_pl)" $((i * 100000)) </dev/null >/dev/null 2>&1 9>&- &
+    for t in $(seq 50); do
+        init=$(pgrep -P $! 2>/dev/null | head -1) && [ -n "$init" ] && break
+        sleep 0.1
+    done
+    [ -n "$init" ] || die "cannot start the PID namespace of node$i (unshare --pid failed)"
+    for t in $(seq 50); do      # its /proc is mounted once it can see itself as pid 1
+        nsenter --pid="/proc/$init/ns/pid" --mount="$(mnt_of "$i")" -- test -d /proc/1/ns \
+            2>/dev/null && break
+        sleep 0.1
+    done
+    echo "$init" > "$RUN/node$i.init"
+    mount --bind "/proc/$init/ns/pid" "$f" || die "cannot keep the PID namespace of node$i"
+}
+
 verify_node() {
     local i=$1 out
     out=$(nsenter --net="/run/netns/$(netns_of "$i")" --uts="$(uts_of "$i")" \
-          --mount="$(mnt_of "$i")" -- /bin/sh -c \
+          --mount="$(mnt_of "$i")" --pid="$(pidns_of "$i")" -- /bin/sh -c \
           'cat /proc/sys/kernel/hostname; stat -f -c %T /tmp /dev/shm;
            ip -4 -o addr show dev eth0 | sed "s/.* inet \([^ ]*\) .*/\1/"' 2>&1) ||
         die "node$i: cannot enter its namespaces: $out"
@@ -258,6 +292,7 @@ cmd_up() {
     for i in $(seq "$n"); do
         setup_node_net "$i"
         setup_node_ns "$i"
+        setup_node_pidns "$i"
         verify_node "$i"
     done
     for i in $(existing_nodes); do
@@ -271,7 +306,8 @@ cmd_up() {
 remove_node() {
     local i=$1 f
     kill_pids "node$i" $(node_pids "$i")
-    for f in "$(uts_of "$i")" "$(mnt_of "$i")"; do
+    rm -f "$RUN/node$i.init"
+    for f in "$(pidns_of "$i")" "$(uts_of "$i")" "$(mnt_of "$i")"; do
         umount_under "$f" || true
         rm -f "$f" || say "warning: cannot remove $f"
     done
@@ -303,6 +339,7 @@ cmd_down() {
 node_ok() {
     local i=$1
     netns_exists "$(netns_of "$i")" && is_nsfs "$(uts_of "$i")" && is_nsfs "$(mnt_of "$i")" &&
+        is_nsfs "$(pidns_of "$i")" && [ -d "/proc/$(init_of "$i")" ] &&
         ip -n "$(netns_of "$i")" link show eth0 >/dev/null 2>&1
 }
 cluster_ok() {
@@ -351,8 +388,8 @@ cmd_exec() {
     require_node "$i"
     # Keep the caller's cwd when it exists inside the node (not under the private /tmp).
     exec nsenter --net="/run/netns/$(netns_of "$i")" --uts="$(uts_of "$i")" \
-        --mount="$(mnt_of "$i")" -- /bin/sh -c 'cd "$1" 2>/dev/null || cd /; shift; exec "$@"' \
-        sh "$PWD" "$@"
+        --mount="$(mnt_of "$i")" --pid="$(pidns_of "$i")" -- \
+        /bin/sh -c 'cd "$1" 2>/dev/null || cd /; shift; exec "$@"' sh "$PWD" "$@"
 }
 
 cmd_mpirun() {
@@ -385,7 +422,10 @@ cmd_kill_node() {
     [ $# -eq 1 ] || die "usage: cluster.sh kill-node NODE"
     check_basic
     i=$(node_num "$1")
-    kill_pids "node$i" $(node_pids "$i")
+    # All but the init of its PID namespace (and unshare, its parent): the node comes back at
+    # once, empty, as a rebooted machine would, for the tests' later jobs.
+    kill_pids "node$i" $(node_pids "$i" | grep -vxF -e "$(init_of "$i")" \
+                         -e "$(ps -o ppid= -p "$(init_of "$i")" 2>/dev/null | tr -d ' ')")
 }
 
 # The nodes' mount-namespace files are bind mounts in the mount namespace that ran `up` (recorded
