@@ -40,8 +40,8 @@ static int schizo_migrate_register(void)
         "strategy", "How a migration moves a rank's memory when `ompi-migrate migrate` names "
         "no --strategy: copy (dump to images on the old node, sent while CRIU writes them; a "
         "failure anywhere before the restore puts the rank back) or stream (the pages go to the new "
-        "node's CRIU page server during the dump: shorter downtime, but a failure after the "
-        "dump loses the rank)", MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9,
+        "node's CRIU page server during the dump, with no copy on the old node; a failure "
+        "after the dump loses the rank)", MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_9,
         MCA_BASE_VAR_SCOPE_READONLY, &mca_schizo_migrate_params.strategy);
     mca_schizo_migrate_params.fail = NULL;
     (void) mca_base_component_var_register(&mca_schizo_migrate_component.base_version, "fail",
