@@ -189,10 +189,7 @@ static void rate_timeout(int fd, short flags, void *arg)
     (void) fd; (void) flags; (void) arg;
     snprintf(why, sizeof(why), "rate: no answer from the daemon of %s (the node may be down)",
              rt.node);
-    rt.running = false;
-    if (NULL != rt.tool) {
-        schizo_migrate_hnp_tool_send(rt.tool, OMIG_CTL_ERROR, OMIG_CTL_ETIMEDOUT, why);
-    }
+    rate_done(OMIG_CTL_ETIMEDOUT, why);
 }
 
 /* "rank=R seconds=S interval_ms=I": the rank, checked; NULL after telling the tool why. */

@@ -416,19 +416,15 @@ int omig_xfer_send_on(int sock, const char *dir, const char *skip, struct omig_x
 int omig_xfer_send(const char *dir, const char *host, uint16_t port, int timeout_ms,
                    const char *key, struct omig_xfer_stats *st, char *err, size_t len)
 {
-    double t0 = now();
+    struct omig_xfer_stats local = { 0 };
     int sock = omig_xfer_connect(host, port, timeout_ms, key, 0, err, len);
 
     if (sock < 0) {
         return -1;
     }
-    struct omig_xfer_stats local = { 0 };
     st = st ? st : &local;
     memset(st, 0, sizeof(*st));
-    int rc = omig_xfer_send_on(sock, dir, NULL, st, err, len);
-    if (st) {
-        st->seconds = now() - t0;
-    }
+    int rc = omig_xfer_send_on(sock, dir, NULL, st, err, len);     /* times itself */
     close(sock);
     return rc;
 }
@@ -739,7 +735,6 @@ static int accept_timeout(int listen_fd, int timeout_ms, char *err, size_t len)
 static int introduced(int sock, const unsigned char *key, uint32_t *flags)
 {
     unsigned char magic[8], k[OMIG_XFER_KEY_LEN];
-
     struct timeval patience = { .tv_sec = 5 }, forever = { 0 };
 
     tune_socket(sock);

@@ -91,6 +91,12 @@ job_started() {
 # on_node NODE CMD...: run CMD in NODE (its pids are the ones `ompi-migrate status` shows).
 on_node() { "$CLUSTER" exec "$@"; }
 
+# rank_node RANK: the node rank RANK of the job of MPIRUN_PID runs on.
+rank_node() { "$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk -v r="$1" '$1 == r { print $2 }'; }
+
+# job_migrate ARGS...: `ompi-migrate migrate` on the job of MPIRUN_PID, errors included.
+job_migrate() { "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" "$@" 2>&1; }
+
 # rank_kill SIGNAL RANK: signal rank RANK of the job of MPIRUN_PID on its node; prints
 # "node:pid".
 rank_kill() {

@@ -17,8 +17,6 @@ TMPD=$(mktemp -d)
 trap 'cluster_cleanup; rm -rf "$TMPD"' EXIT
 HOSTS=node1:2,node2:2,node3:2,node4:2
 
-node_of() { "$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk -v r="$1" '$1 == r { print $2 }'; }
-migrate() { "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" "$@" 2>&1; }
 
 job() {     # job NAME [mpirun args]: torture on node1..3 with node4 spare
     local name=$1
@@ -31,36 +29,36 @@ job() {     # job NAME [mpirun args]: torture on node1..3 with node4 spare
 node4_lost() {
     grep -q "lost the daemon of node node4 .*the job goes on without that node" "$TMPD/$1.out" ||
         fail "$1: mpirun did not report node4 lost: $(tail -5 "$TMPD/$1.out")"
-    out=$(migrate --rank 3 --to node4) && fail "$1: a move to the dead node4 was accepted: $out"
+    out=$(job_migrate --rank 3 --to node4) && fail "$1: a move to the dead node4 was accepted: $out"
     echo "$out" | grep -q "unknown node 'node4'; nodes of this job: node1 node2 node3" ||
         fail "$1: wrong refusal of the dead node4: $out"
 }
 
 # ---------------------------------------------------------------- a spare takes a rank
 job spare
-out=$(migrate --rank 3 --to node4) || fail "moving rank 3 to the spare node4 failed: $out"
-[ "$(node_of 3)" = node4 ] || fail "rank 3 is not on node4 after its move"
-out=$(migrate --rank 3 --to node2) || fail "moving rank 3 back to node2 failed: $out"
+out=$(job_migrate --rank 3 --to node4) || fail "moving rank 3 to the spare node4 failed: $out"
+[ "$(rank_node 3)" = node4 ] || fail "rank 3 is not on node4 after its move"
+out=$(job_migrate --rank 3 --to node2) || fail "moving rank 3 back to node2 failed: $out"
 job_verified "$TMPD/spare.out" spare
 pass "a spare node (a daemon, no rank) takes a rank and gives it back; every message verified"
 
 # ---------------------------------------------------------------- dies while receiving
 job receiving --mca schizo_migrate_fail die_receiving:1
-out=$(migrate --rank 1 --to node4) && fail "the move to a dying node4 succeeded: $out"
+out=$(job_migrate --rank 1 --to node4) && fail "the move to a dying node4 succeeded: $out"
 echo "$out" | grep -qE "failed: transfer: .*; rank 1 restored on node1 from its images" ||
     fail "wrong report of the broken transfer: $out"
-[ "$(node_of 1)" = node1 ] || fail "rank 1 left node1"
+[ "$(rank_node 1)" = node1 ] || fail "rank 1 left node1"
 node4_lost receiving
-migrate --rank 2 --to node3 >/dev/null || fail "a move between live nodes failed after node4 died"
+job_migrate --rank 2 --to node3 >/dev/null || fail "a move between live nodes failed after node4 died"
 job_verified "$TMPD/receiving.out" receiving
 pass "node4 died while the image came in: rank 1 back on node1, job on without node4, every message verified"
 
 # ---------------------------------------------------------------- dies while pages stream in
 job streaming --mca schizo_migrate_fail die_receiving:1
-out=$(migrate --rank 1 --to node4 --strategy stream) && fail "the streamed move to a dying node4 succeeded: $out"
+out=$(job_migrate --rank 1 --to node4 --strategy stream) && fail "the streamed move to a dying node4 succeeded: $out"
 echo "$out" | grep -qE "failed: transfer: the page stream to .* broke during the dump: .*rank 1 continues on node1" ||
     fail "wrong report of the broken page stream: $out"
-[ "$(node_of 1)" = node1 ] || fail "rank 1 left node1"
+[ "$(rank_node 1)" = node1 ] || fail "rank 1 left node1"
 node4_lost streaming
 job_verified "$TMPD/streaming.out" streaming
 pass "node4 died while rank 1's pages streamed in: the rank never stopped running on node1, every message verified"
@@ -68,7 +66,7 @@ pass "node4 died while rank 1's pages streamed in: the rank never stopped runnin
 # ---------------------------------------------------------------- dies when asked to restore
 job restoring --mca schizo_migrate_fail die_restoring:2
 t0=$(date +%s)
-out=$(migrate --rank 2 --to node4) && fail "the move to a dying node4 succeeded: $out"
+out=$(job_migrate --rank 2 --to node4) && fail "the move to a dying node4 succeeded: $out"
 echo "$out" | grep -q "failed: restore: node node4 died (its daemon was lost); rank 2 restored on node2 from its images" ||
     fail "wrong report of the lost target: $out"
 [ $(( $(date +%s) - t0 )) -lt 20 ] || fail "mpirun waited for the dead node's timeout"

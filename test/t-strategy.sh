@@ -19,17 +19,15 @@ BIN=$OMIG_BUILDDIR/benchmarks/dirty
 mkdir -p "$(dirname "$BIN")"
 mpicc -O2 -o "$BIN" "$OMIG_SRCDIR/benchmarks/dirty.c" || fail "cannot build $BIN"
 
-node_of() { "$OMPI_MIGRATE" status --job "$MPIRUN_PID" | awk -v r="$1" '$1 == r { print $2 }'; }
-migrate() { "$OMPI_MIGRATE" migrate --job "$MPIRUN_PID" "$@" 2>&1; }
 
 # move RANK NODE STRATEGY-IN-REPORT [--strategy S]: the move succeeds with that strategy
 move() {
     local rank=$1 to=$2 want=$3 out
     shift 3
-    out=$(migrate --rank "$rank" --to "$to" "$@") || fail "moving rank $rank to $to ($*) failed: $out"
+    out=$(job_migrate --rank "$rank" --to "$to" "$@") || fail "moving rank $rank to $to ($*) failed: $out"
     echo "$out" | grep -q "moved from .* to $to (pid [0-9]*, strategy $want)" ||
         fail "the report of rank $rank's move does not say strategy $want: $out"
-    [ "$(node_of "$rank")" = "$to" ] || fail "rank $rank is not on $to after its move"
+    [ "$(rank_node "$rank")" = "$to" ] || fail "rank $rank is not on $to after its move"
 }
 
 omig_mpirun_bg "$TMPD/job.out" --mca crcp migrate --mca schizo_migrate_strategy stream \
@@ -55,13 +53,13 @@ move 1 node1 stream --strategy stream
 move 1 node2 stream
 pass "rank 1 (48 MiB, 1%/s rewritten) moved by copy, stream and the job's default (stream)"
 
-out=$(migrate --rank 2 --to node1 --strategy stream) && fail "a move with a broken page stream succeeded: $out"
+out=$(job_migrate --rank 2 --to node1 --strategy stream) && fail "a move with a broken page stream succeeded: $out"
 echo "$out" | grep -q "failed: transfer: the page stream to .* broke during the dump: .*rank 2 continues on node3" ||
     fail "wrong report of the broken page stream: $out"
-[ "$(node_of 2)" = node3 ] || fail "rank 2 left node3 after its failed move"
+[ "$(rank_node 2)" = node3 ] || fail "rank 2 left node3 after its failed move"
 pass "a streamed move whose page stream broke: rank 2 runs on node3 ($(echo "$out" | head -1 | cut -c1-160))"
 
-out=$(migrate --rank 1 --to node3 --strategy bogus); [ $? = 2 ] ||
+out=$(job_migrate --rank 1 --to node3 --strategy bogus); [ $? = 2 ] ||
     fail "the tool accepted --strategy bogus: $out"
 echo "$out" | grep -q "wants copy or stream" || fail "wrong usage error: $out"
 job_verified "$TMPD/job.out" strategies
@@ -70,7 +68,7 @@ pass "every page of rank 1 and every message verified after the moves"
 omig_mpirun_bg "$TMPD/bogus.out" --mca crcp migrate --mca schizo_migrate_strategy bogus \
     --host node1:1,node2:1 -np 2 "$BIN" -m 4
 wait_job_ready "$MPIRUN_PID" 2
-out=$(migrate --rank 1 --to node1) && fail "a move under an unknown default strategy succeeded: $out"
+out=$(job_migrate --rank 1 --to node1) && fail "a move under an unknown default strategy succeeded: $out"
 echo "$out" | grep -q "unknown strategy 'bogus': copy or stream" || fail "wrong refusal: $out"
 job_verified "$TMPD/bogus.out" bogus
 pass "an unknown schizo_migrate_strategy is refused before anything moves; the job runs on"
